@@ -1,0 +1,145 @@
+"""`emg-rcnn`: simulate sessions, train models, evaluate them (no ROS needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .core.bundle import BundleError, load_bundle, save_bundle
+from .core.config import ConfigError, FeatureConfig, ModelConfig, TrainConfig
+from .core.evaluate import evaluate_sessions, write_report
+from .core.sessions import SessionError, load_session
+from .core.sim import SessionEffects, SimConfig, simulate_session
+
+USER_ERRORS = (SessionError, BundleError, ConfigError, ValueError, OSError)
+
+
+def _fmt(m: dict) -> str:
+    rows = [f"  {n:<18} CC {cc:6.3f}  RMSE {r:6.3f} rad ({d:5.1f} deg)  NRMSE {nr:6.3f}  R2 {r2:6.3f}"
+            for n, cc, r, d, nr, r2 in zip(m["joints"], m["cc"], m["rmse"], m["rmse_deg"], m["nrmse"], m["r2"])]
+    mm = m["mean"]
+    rows.append(f"  {'mean':<18} CC {mm['cc']:6.3f}  RMSE {mm['rmse']:6.3f} rad ({mm['rmse_deg']:5.1f} deg)  "
+                f"NRMSE {mm['nrmse']:6.3f}  R2 {mm['r2']:6.3f}")
+    return "\n".join(rows)
+
+
+def cmd_simulate(a: argparse.Namespace) -> int:
+    eff = SessionEffects(electrode_shift=a.electrode_shift, gain_change=a.gain_change, fatigue=a.fatigue)
+    cfg = SimConfig(rate=a.rate, channels=a.channels, joints=a.joints, seed=a.seed, subject_seed=a.subject,
+                    mains_hz=a.mains_hz, effects=eff)
+    if a.duration <= 0:
+        raise ValueError(f"--duration must be > 0, got {a.duration}")
+    data = simulate_session(cfg, a.duration)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, **data)
+    tmp.replace(out)
+    print(f"wrote {out}: {a.duration:g} s, {a.channels} channels at {a.rate:g} Hz, joints {list(data['joint_names'])}")
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    sessions = [load_session(p) for p in a.data]
+    fcfg = FeatureConfig(window=a.window, hop=a.hop, bands=a.bands, mains_hz=a.mains_hz)
+    fcfg.validate()
+    mcfg = ModelConfig(arch=a.arch, history=a.history)
+    mcfg.validate()
+    tcfg = TrainConfig(epochs=a.epochs, seed=a.seed, device=a.device, batch_size=a.batch_size, lr=a.lr,
+                       patience=a.patience)
+    tcfg.validate()
+    init = load_bundle(a.init_from) if a.init_from else None
+    from .core.train import train
+
+    model, config = train(sessions, fcfg, mcfg, tcfg, init_from=init, progress=not a.quiet)
+    path = save_bundle(a.out, config, model)
+    print(f"wrote model {path} ({config['arch']}, {config['training']['wall_seconds']} s)")
+    if "validation" in config:
+        print("validation (held-out last part of each recording):")
+        print(_fmt(config["validation"]))
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    bundle = load_bundle(a.model)
+    sessions = [load_session(p) for p in a.data]
+    result, t, y_true, y_pred = evaluate_sessions(bundle, sessions)
+    result["model"], result["data"] = str(a.model), [str(p) for p in a.data]
+    if a.report:
+        write_report(a.report, result, t, y_true, y_pred, title=f"{bundle.model_cfg.arch}: {Path(a.model).name}")
+    if a.json:
+        print(json.dumps({k: result[k] for k in ("joints", "cc", "rmse", "nrmse", "r2", "mean")}))
+    else:
+        print(_fmt(result))
+        if a.report:
+            print(f"report written to {a.report}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emg-rcnn", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = FeatureConfig()
+    m = ModelConfig()
+    t = TrainConfig()
+
+    s = sub.add_parser("simulate", help="write a simulated session (NPZ)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--duration", type=float, default=60.0, help="seconds")
+    s.add_argument("--channels", type=int, default=8)
+    s.add_argument("--rate", type=float, default=2000.0, help="Hz")
+    s.add_argument("--joints", type=int, default=2, help="1-3")
+    s.add_argument("--seed", type=int, default=0, help="movement and noise")
+    s.add_argument("--subject", type=int, default=0, help="anatomy: same subject, same value")
+    s.add_argument("--mains-hz", type=float, default=50.0)
+    s.add_argument("--electrode-shift", type=float, default=0.0, help="0..1, later-session effect")
+    s.add_argument("--gain-change", type=float, default=0.0, help="std of per-channel log gain")
+    s.add_argument("--fatigue", type=float, default=0.0, help="0..1, lowers median frequency")
+    s.set_defaults(fn=cmd_simulate)
+
+    tr = sub.add_parser("train", help="train a model bundle from sessions")
+    tr.add_argument("--data", nargs="+", required=True, help="sessions (.npz or bag directories)")
+    tr.add_argument("--out", required=True, help="model bundle directory")
+    tr.add_argument("--arch", choices=["rcnn", "cnn", "svr"], default=m.arch)
+    tr.add_argument("--epochs", type=int, default=t.epochs)
+    tr.add_argument("--seed", type=int, default=t.seed)
+    tr.add_argument("--device", choices=["cpu", "cuda"], default=t.device)
+    tr.add_argument("--init-from", help="fine-tune from this bundle (recalibration)")
+    tr.add_argument("--window", type=float, default=d.window, help="s")
+    tr.add_argument("--hop", type=float, default=d.hop, help="s")
+    tr.add_argument("--bands", type=int, default=d.bands)
+    tr.add_argument("--mains-hz", type=float, default=d.mains_hz)
+    tr.add_argument("--history", type=int, default=m.history, help="frames per estimate")
+    tr.add_argument("--batch-size", type=int, default=t.batch_size)
+    tr.add_argument("--lr", type=float, default=t.lr)
+    tr.add_argument("--patience", type=int, default=t.patience)
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="accuracy of a bundle on sessions")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--data", nargs="+", required=True)
+    ev.add_argument("--report", help="directory for metrics.json and estimates.png")
+    ev.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
+    ev.set_defaults(fn=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except USER_ERRORS as exc:
+        print(f"emg-rcnn {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"emg-rcnn {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

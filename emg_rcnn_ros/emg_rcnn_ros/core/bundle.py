@@ -1,0 +1,172 @@
+"""Model bundles: a directory with `config.json` (everything needed to reproduce the features and
+interpret the outputs) and the weights. Written to a temporary sibling and renamed into place, so a
+crash never leaves half a bundle; loading validates everything before a stream is trusted to it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import ConfigError, FeatureConfig, ModelConfig, from_dict
+from .dataset import Normaliser
+from .frames import FrameLayout
+from .models import SvrModel, build_torch_model, predict_normalised
+
+FORMAT = "emg_rcnn_ros.bundle/1"
+CONFIG = "config.json"
+TORCH_WEIGHTS = "weights.pt"
+SVR_WEIGHTS = "svr.pkl"
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, corrupt, or does not match the stream; the message says which."""
+
+
+def versions() -> dict[str, str]:
+    import scipy
+    import sklearn
+
+    from .. import __version__
+
+    return {"emg_rcnn_ros": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
+
+
+@dataclass
+class Bundle:
+    """A loaded, validated model."""
+
+    path: Path
+    config: dict[str, Any]
+    features: FeatureConfig
+    model_cfg: ModelConfig
+    normaliser: Normaliser
+    model: torch.nn.Module | SvrModel
+
+    @property
+    def sample_rate(self) -> float:
+        return float(self.config["sample_rate"])
+
+    @property
+    def channels(self) -> int:
+        return int(self.config["channels"])
+
+    @property
+    def joint_names(self) -> list[str]:
+        return list(self.config["joint_names"])
+
+    @property
+    def history(self) -> int:
+        return self.model_cfg.history
+
+    def check_stream(self, rate: float, channels: int) -> None:
+        """Refuse a stream this model was not trained for, naming the mismatch."""
+        if channels != self.channels:
+            raise BundleError(f"{self.path}: model expects {self.channels} EMG channels, the stream has {channels}")
+        try:
+            layout = FrameLayout.build(self.features, rate)
+        except ConfigError as exc:
+            raise BundleError(f"{self.path}: stream rate {rate:g} Hz not supported: {exc}") from exc
+        if not np.allclose(layout.band_edges, self.config["band_edges"], atol=1e-6):
+            raise BundleError(
+                f"{self.path}: stream rate {rate:g} Hz gives bands {layout.band_edges[0]:g}-{layout.band_edges[-1]:g} Hz, "
+                f"model was trained on {self.config['band_edges'][0]:g}-{self.config['band_edges'][-1]:g} Hz "
+                f"(trained at {self.sample_rate:g} Hz)"
+            )
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """Raw log-feature windows [N, history, C, bands] -> joint angles [N, J] in radians."""
+        return self.normaliser.untarget(predict_normalised(self.model, self.normaliser.features(windows)))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_bundle(path: str | Path, config: dict[str, Any], model: torch.nn.Module | SvrModel) -> Path:
+    """Write atomically: build in a temporary sibling directory, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        if isinstance(model, SvrModel):
+            wfile = tmp / SVR_WEIGHTS
+            with open(wfile, "wb") as f:
+                pickle.dump(model, f)
+        else:
+            wfile = tmp / TORCH_WEIGHTS
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, wfile)
+        config = {**config, "format": FORMAT, "weights": wfile.name, "weights_sha256": _sha256(wfile)}
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+        old = path.with_name(f".{path.name}.old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+REQUIRED = ("format", "arch", "model", "features", "sample_rate", "channels", "channel_names", "bands",
+            "band_edges", "joint_names", "normaliser", "weights", "weights_sha256")
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load and validate; raises BundleError with the reason."""
+    path = Path(path)
+    cfile = path / CONFIG
+    if not path.is_dir():
+        raise BundleError(f"{path}: no model bundle here (directory missing)")
+    if not cfile.is_file():
+        raise BundleError(f"{path}: not a model bundle ({CONFIG} missing)")
+    try:
+        cfg = json.loads(cfile.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: {CONFIG} is corrupt ({exc})") from exc
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise BundleError(f"{path}: {CONFIG} lacks {', '.join(missing)}")
+    if cfg["format"] != FORMAT:
+        raise BundleError(f"{path}: bundle format '{cfg['format']}', this version reads '{FORMAT}'")
+    try:
+        fcfg = from_dict(FeatureConfig, cfg["features"])
+        mcfg = from_dict(ModelConfig, cfg["model"])
+        norm = Normaliser.from_dict(cfg["normaliser"])
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise BundleError(f"{path}: invalid configuration ({exc})") from exc
+    C, B, J = int(cfg["channels"]), int(cfg["bands"]), len(cfg["joint_names"])
+    if norm.feat_mean.shape != (C, B) or norm.target_mean.shape != (J,):
+        raise BundleError(f"{path}: normalisation statistics do not match {C} channels x {B} bands, {J} joints")
+    if len(cfg["channel_names"]) != C:
+        raise BundleError(f"{path}: {len(cfg['channel_names'])} channel names for {C} channels")
+    wfile = path / cfg["weights"]
+    if not wfile.is_file():
+        raise BundleError(f"{path}: weights file {cfg['weights']} missing")
+    if _sha256(wfile) != cfg["weights_sha256"]:
+        raise BundleError(f"{path}: weights file {cfg['weights']} is corrupt (checksum mismatch)")
+    if mcfg.arch == "svr":
+        with open(wfile, "rb") as f:
+            model: torch.nn.Module | SvrModel = pickle.load(f)  # checksum-verified file we wrote
+        if len(model.regs) != J:
+            raise BundleError(f"{path}: SVR has {len(model.regs)} regressors for {J} joints")
+    else:
+        model = build_torch_model(mcfg, C, B, J)
+        try:
+            model.load_state_dict(torch.load(wfile, map_location="cpu", weights_only=True))
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as exc:
+            raise BundleError(f"{path}: weights do not fit the {mcfg.arch} architecture ({exc})") from exc
+        model.eval()
+    return Bundle(path, cfg, fcfg, mcfg, norm, model)

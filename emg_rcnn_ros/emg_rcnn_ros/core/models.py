@@ -1,0 +1,102 @@
+"""The three estimators compared in Xia et al. 2018, behind one shape: a window of normalised
+frames [batch, history, channels, bands] in, normalised joint angles [batch, joints] out.
+
+- rcnn: a CNN reads each frame (channels x bands as an image), an LSTM reads the sequence of frame
+  embeddings, a linear head regresses all joints at once (simultaneous, proportional).
+- cnn: the same convolutional stack with the history frames stacked as input planes, no recurrence.
+- svr: scikit-learn RBF SVR per joint on flattened features (last frame and history mean).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.svm import SVR
+from torch import nn
+
+from .config import ModelConfig
+
+
+def _conv_stack(in_planes: int, cfg: ModelConfig, channels: int, bands: int) -> tuple[nn.Sequential, int]:
+    """Two 3x3 conv layers, each followed by ReLU and pooling along frequency only (channel
+    positions are electrode sites, not a translation-invariant axis)."""
+    c1, c2 = cfg.conv_channels
+    stack = nn.Sequential(
+        nn.Conv2d(in_planes, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d((1, 2), ceil_mode=True),
+        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d((1, 2), ceil_mode=True),
+        nn.Flatten(),
+    )
+    with torch.no_grad():
+        flat = stack(torch.zeros(1, in_planes, channels, bands)).shape[1]
+    return stack, flat
+
+
+class RCNN(nn.Module):
+    def __init__(self, cfg: ModelConfig, channels: int, bands: int, joints: int) -> None:
+        super().__init__()
+        conv, flat = _conv_stack(1, cfg, channels, bands)
+        self.frame_cnn = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, cfg.embedding), nn.ReLU())
+        self.lstm = nn.LSTM(cfg.embedding, cfg.lstm_hidden, num_layers=cfg.lstm_layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
+        self.head = nn.Linear(cfg.lstm_hidden, joints)
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N, C, F] frames -> [N, embedding]. Training embeds each frame once and reuses it in
+        every window that contains it (a frame sits in `history` windows)."""
+        return self.frame_cnn(frames.unsqueeze(1))
+
+    def recur(self, emb: torch.Tensor) -> torch.Tensor:
+        """[B, T, embedding] -> [B, joints]."""
+        out, _ = self.lstm(emb)
+        return self.head(out[:, -1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c, f = x.shape
+        return self.recur(self.embed(x.reshape(b * t, c, f)).reshape(b, t, -1))
+
+
+class CNN(nn.Module):
+    def __init__(self, cfg: ModelConfig, channels: int, bands: int, joints: int) -> None:
+        super().__init__()
+        conv, flat = _conv_stack(cfg.history, cfg, channels, bands)
+        self.net = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, cfg.embedding), nn.ReLU(),
+                                 nn.Linear(cfg.embedding, joints))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_torch_model(cfg: ModelConfig, channels: int, bands: int, joints: int) -> nn.Module:
+    cls = {"rcnn": RCNN, "cnn": CNN}[cfg.arch]
+    return cls(cfg, channels, bands, joints)
+
+
+def svr_features(windows: np.ndarray) -> np.ndarray:
+    """[N, T, C, F] -> [N, 2*C*F]: the newest frame and the mean over the history."""
+    n = len(windows)
+    return np.concatenate([windows[:, -1].reshape(n, -1), windows.mean(axis=1).reshape(n, -1)], axis=1)
+
+
+class SvrModel:
+    """One RBF SVR per joint (scikit-learn), on standardised features and targets."""
+
+    def __init__(self, cfg: ModelConfig, joints: int) -> None:
+        self.regs = [SVR(C=cfg.svr_c, epsilon=cfg.svr_epsilon, gamma="scale") for _ in range(joints)]
+
+    def fit(self, windows: np.ndarray, targets: np.ndarray) -> SvrModel:
+        x = svr_features(windows)
+        for j, reg in enumerate(self.regs):
+            reg.fit(x, targets[:, j])
+        return self
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        x = svr_features(windows)
+        return np.stack([reg.predict(x) for reg in self.regs], axis=1).astype(np.float32)
+
+
+def predict_normalised(model: nn.Module | SvrModel, x: np.ndarray) -> np.ndarray:
+    """Normalised windows [N, T, C, F] -> normalised targets [N, J], for any architecture."""
+    if isinstance(model, SvrModel):
+        return model.predict(x)
+    with torch.inference_mode():
+        return model(torch.from_numpy(x)).numpy()
