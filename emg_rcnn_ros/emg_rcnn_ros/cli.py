@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .core.bundle import BundleError, load_bundle, save_bundle
-from .core.config import ConfigError, FeatureConfig, ModelConfig, TrainConfig
-from .core.evaluate import evaluate_sessions, write_report
-from .core.sessions import SessionError, load_session
-from .core.sim import SessionEffects, SimConfig, simulate_session
+from .core.config import FeatureConfig, ModelConfig, TrainConfig
+from .core.errors import BundleError, ConfigError, SessionError
+from .core.sessions import load_session
+
+# torch-based modules are imported inside the commands that need them, so that a bad argument or
+# a bad session is reported in a fraction of a second.
 
 USER_ERRORS = (SessionError, BundleError, ConfigError, ValueError, OSError)
 
@@ -28,6 +29,8 @@ def _fmt(m: dict) -> str:
 
 
 def cmd_simulate(a: argparse.Namespace) -> int:
+    from .core.sim import SessionEffects, SimConfig, simulate_session
+
     eff = SessionEffects(electrode_shift=a.electrode_shift, gain_change=a.gain_change, fatigue=a.fatigue)
     cfg = SimConfig(rate=a.rate, channels=a.channels, joints=a.joints, seed=a.seed, subject_seed=a.subject,
                     mains_hz=a.mains_hz, effects=eff)
@@ -52,8 +55,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     tcfg = TrainConfig(epochs=a.epochs, seed=a.seed, device=a.device, batch_size=a.batch_size, lr=a.lr,
                        patience=a.patience)
     tcfg.validate()
-    init = load_bundle(a.init_from) if a.init_from else None
+    from .core.bundle import load_bundle, save_bundle
     from .core.train import train
+
+    init = load_bundle(a.init_from) if a.init_from else None
 
     model, config = train(sessions, fcfg, mcfg, tcfg, init_from=init, progress=not a.quiet)
     path = save_bundle(a.out, config, model)
@@ -65,6 +70,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .core.bundle import load_bundle
+    from .core.evaluate import evaluate_sessions, write_report
+
     bundle = load_bundle(a.model)
     sessions = [load_session(p) for p in a.data]
     result, t, y_true, y_pred = evaluate_sessions(bundle, sessions)

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import ConfigError, FeatureConfig, ModelConfig, from_dict
+from .config import FeatureConfig, ModelConfig, from_dict
 from .dataset import Normaliser
+from .errors import BundleError, ConfigError
 from .frames import FrameLayout
 from .models import SvrModel, build_torch_model, predict_normalised
 
@@ -26,10 +27,6 @@ FORMAT = "emg_rcnn_ros.bundle/1"
 CONFIG = "config.json"
 TORCH_WEIGHTS = "weights.pt"
 SVR_WEIGHTS = "svr.pkl"
-
-
-class BundleError(ValueError):
-    """A bundle that is missing, corrupt, or does not match the stream; the message says which."""
 
 
 def versions() -> dict[str, str]:
@@ -79,7 +76,8 @@ class Bundle:
             raise BundleError(f"{self.path}: stream rate {rate:g} Hz not supported: {exc}") from exc
         if not np.allclose(layout.band_edges, self.config["band_edges"], atol=1e-6):
             raise BundleError(
-                f"{self.path}: stream rate {rate:g} Hz gives bands {layout.band_edges[0]:g}-{layout.band_edges[-1]:g} Hz, "
+                f"{self.path}: stream rate {rate:g} Hz gives bands "
+                f"{layout.band_edges[0]:g}-{layout.band_edges[-1]:g} Hz, "
                 f"model was trained on {self.config['band_edges'][0]:g}-{self.config['band_edges'][-1]:g} Hz "
                 f"(trained at {self.sample_rate:g} Hz)"
             )

@@ -9,14 +9,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 MIN_RATE_HZ = 200.0
 MAX_RATE_HZ = 10000.0
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the field."""
 
 
 @dataclass(frozen=True)

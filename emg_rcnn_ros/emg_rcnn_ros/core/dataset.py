@@ -109,4 +109,5 @@ class Normaliser:
 
     @classmethod
     def from_dict(cls, d: dict) -> Normaliser:
-        return cls(*(np.asarray(d[k], dtype=np.float32) for k in ("feat_mean", "feat_std", "target_mean", "target_std")))
+        keys = ("feat_mean", "feat_std", "target_mean", "target_std")
+        return cls(*(np.asarray(d[k], dtype=np.float32) for k in keys))

@@ -66,7 +66,8 @@ def write_report(report_dir: str | Path, result: dict[str, Any], times: np.ndarr
     plot(d / "estimates.png", times, y_true, y_pred, result["joints"], title)
 
 
-def evaluate_sessions(bundle: Any, sessions: list, batch: int = 2048) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
+def evaluate_sessions(bundle: Any, sessions: list, batch: int = 2048
+                      ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
     """Run a bundle over whole sessions: (metrics, times [K] s, true [K, J], estimated [K, J]).
     Times run on across sessions so that a plot shows them one after another."""
     from .dataset import check_long_enough, gather_windows, session_frames, window_ends

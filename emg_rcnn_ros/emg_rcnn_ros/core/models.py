@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.svm import SVR
 from torch import nn
 
 from .config import ModelConfig
@@ -81,6 +80,8 @@ class SvrModel:
     """One RBF SVR per joint (scikit-learn), on standardised features and targets."""
 
     def __init__(self, cfg: ModelConfig, joints: int) -> None:
+        from sklearn.svm import SVR  # imported here: scikit-learn costs ~2 s to import
+
         self.regs = [SVR(C=cfg.svr_c, epsilon=cfg.svr_epsilon, gamma="scale") for _ in range(joints)]
 
     def fit(self, windows: np.ndarray, targets: np.ndarray) -> SvrModel:

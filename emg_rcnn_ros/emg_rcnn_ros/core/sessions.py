@@ -11,10 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import MAX_RATE_HZ, MIN_RATE_HZ
-
-
-class SessionError(ValueError):
-    """A session that cannot be used; the message names the file and the problem."""
+from .errors import SessionError
 
 
 @dataclass

@@ -120,7 +120,7 @@ class Simulator:
         self._amp_fatigue = 1.0 + 0.3 * eff.fatigue
         nyq = 0.5 * rate
         self._shape = []
-        for m in range(M):
+        for _ in range(M):
             lo, hi = anat.uniform(45, 60) * squeeze, min(anat.uniform(200, 260) * squeeze, 0.45 * rate)
             sos = signal.butter(2, [lo / nyq, hi / nyq], btype="bandpass", output="sos")
             gain_norm = np.sqrt(rate / (2 * (hi - lo)))  # unit RMS output for unit-variance input

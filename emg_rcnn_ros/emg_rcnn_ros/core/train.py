@@ -20,7 +20,6 @@ from .frames import FrameLayout
 from .models import SvrModel, build_torch_model, predict_normalised
 from .sessions import Session, SessionError, align_sessions
 
-
 BLOCK = 16  # consecutive windows drawn together; they share one gain augmentation
 
 
@@ -167,10 +166,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         model: torch.nn.Module | SvrModel = SvrModel(mcfg, J).fit(gather_windows(xs, ends, mcfg.history), ys[ends])
         fit_info: dict[str, Any] = {"samples": int(len(ends))}
     else:
-        if init_from is not None:
-            model = copy.deepcopy(init_from.model)
-        else:
-            model = build_torch_model(mcfg, C, B, J)
+        model = copy.deepcopy(init_from.model) if init_from is not None else build_torch_model(mcfg, C, B, J)
         model, fit_info = _fit_torch(model, xs, ys, corpus, norm, mcfg, tcfg, progress)
     lay = FrameLayout.build(fcfg, corpus.rate)
     config = {
