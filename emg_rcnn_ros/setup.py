@@ -11,7 +11,6 @@ NODES = {
     "emg_acquisition": "emg_rcnn_ros.nodes.acquisition:main",
     "emg_features": "emg_rcnn_ros.nodes.features:main",
     "emg_estimator": "emg_rcnn_ros.nodes.estimator:main",
-    "emg_trainer": "emg_rcnn_ros.nodes.trainer:main",
 }
 TOOLS = {
     "emg-rcnn": "emg_rcnn_ros.cli:main",

@@ -168,3 +168,40 @@ def load_bundle(path: str | Path) -> Bundle:
             raise BundleError(f"{path}: weights do not fit the {mcfg.arch} architecture ({exc})") from exc
         model.eval()
     return Bundle(path, cfg, fcfg, mcfg, norm, model)
+
+
+class StreamingPredictor:
+    """One estimate per new frame, for the live estimator. For the RCNN the per-frame CNN
+    embedding of each frame is computed once and kept (the history re-uses the last `history - 1`),
+    so an estimate costs one frame through the CNN plus the LSTM over the window; other
+    architectures stack raw frames. Equal to `Bundle.predict` on the same window."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        import collections
+
+        self.bundle = bundle
+        self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.history)
+        self.embeds = hasattr(bundle.model, "embed")
+
+    def reset(self) -> None:
+        self.history.clear()
+
+    @property
+    def ready(self) -> bool:
+        return len(self.history) == self.history.maxlen
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        """Add a raw log-feature frame [C, bands]; returns joint angles [J] once the history is full."""
+        x = self.bundle.normaliser.features(frame[None])  # [1, C, bands]
+        if not self.embeds:
+            self.history.append(x[0])
+            if not self.ready:
+                return None
+            y = predict_normalised(self.bundle.model, np.stack(self.history)[None])
+            return self.bundle.normaliser.untarget(y)[0]
+        with torch.inference_mode():
+            self.history.append(self.bundle.model.embed(torch.from_numpy(x)))
+            if not self.ready:
+                return None
+            y = self.bundle.model.recur(torch.cat(tuple(self.history))[None]).numpy()
+        return self.bundle.normaliser.untarget(y)[0]

@@ -1,0 +1,1 @@
+"""EMG sources without rclpy: byte-level protocol parsers, the serial reader, the simulator source."""

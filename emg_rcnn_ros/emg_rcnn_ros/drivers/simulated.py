@@ -1,0 +1,64 @@
+"""The simulator as a real-time source: samples become available as the clock advances."""
+
+from __future__ import annotations
+
+import time
+
+from ..core.sim import SimConfig, Simulator
+from .base import Block, SourceStats
+
+
+class SimulatedSource:
+    def __init__(self, cfg: SimConfig, max_backlog: float = 0.5) -> None:
+        self.sim = Simulator(cfg)
+        self.rate = cfg.rate
+        self.channels = cfg.channels
+        self.channel_names = self.sim.channel_names
+        self.joint_names = self.sim.joint_names
+        self.stats = SourceStats()
+        self._max_backlog = int(max_backlog * cfg.rate)
+        self._next = 0
+        self._t0 = 0.0
+        self._chunk = 1
+
+    def start(self, chunk: int) -> None:
+        """Start the stream clock now; `read` then returns `chunk` samples as each chunk completes."""
+        self._t0, self._chunk, self._next = time.monotonic(), chunk, 0
+
+    def stop(self) -> None:
+        pass
+
+    def read(self, timeout: float) -> list[Block]:
+        """Sleep until the next chunk is complete (at most `timeout` s) and return what is due.
+        The samples are computed before the deadline, as an amplifier digitises them as they come:
+        the wait ends on the chunk's last sample, not after the simulation work."""
+        boundary = (self._next // self._chunk + 1) * self._chunk  # chunks end on fixed multiples
+        wake = self._t0 + boundary / self.rate + 1e-4
+        delay = wake - time.monotonic()
+        if delay > timeout:
+            time.sleep(timeout)
+            return []
+        ahead = self.poll((boundary + 0.5) / self.rate) if delay > 0 else []
+        delay = wake - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        return ahead + self.poll(time.monotonic() - self._t0)
+
+    def poll(self, elapsed: float) -> list[Block]:
+        """Samples due `elapsed` seconds after the stream started. A backlog beyond `max_backlog`
+        (the process was stalled) is skipped and counted as dropped, as an amplifier would."""
+        due = int(elapsed * self.rate)
+        if due - self._next > self._max_backlog:
+            skip = due - self._next - self._max_backlog
+            self.sim.generate(skip)
+            self.stats.dropped += skip
+            self.stats.gaps += 1
+            self._next += skip
+        n = due - self._next
+        if n <= 0:
+            return []
+        emg, truth = self.sim.generate(n)
+        block = Block(self._next, emg, truth)
+        self._next = due
+        self.stats.frames += n
+        return [block]

@@ -1,0 +1,163 @@
+"""emg_acquisition: publishes EmgArray chunks on emg/raw from the chosen amplifier driver.
+
+Lifecycle node, starts inactive: configure opens the source, activate starts streaming. Stamps
+are acquisition times on one clock: stream start + sample index / rate."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import rclpy
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import JointState
+
+from emg_rcnn_ros_msgs.msg import EmgArray
+
+from ..core.sim import SimConfig
+from ..drivers.base import Block, Chunker
+from ..drivers.simulated import SimulatedSource
+from .common import Diagnostics, Rate, declare, param, run
+from .convert import emg_array, joint_state
+
+DRIVERS = ("simulated", "serial", "openbci_cyton")
+
+
+class Acquisition(LifecycleNode):
+    def __init__(self) -> None:
+        super().__init__("emg_acquisition")
+        for name, default, desc in (
+            ("driver", "simulated", "EMG source: simulated | serial | openbci_cyton"),
+            ("sample_rate", 2000.0, "sampling rate (Hz); fixed 250 Hz for openbci_cyton"),
+            ("channels", 8, "number of EMG channels"),
+            ("chunk_duration", 0.01, "samples per EmgArray message (s)"),
+            ("frame_id", "emg", "header.frame_id of published messages"),
+            ("channel_names", [str], "channel names; empty: emg0, emg1, ..."),
+            ("sim_seed", 7, "simulated: movement and noise seed"),
+            ("sim_subject", 0, "simulated: anatomy seed (same subject = same value)"),
+            ("sim_joints", 2, "simulated: number of joints (1-3)"),
+            ("mains_hz", 50.0, "simulated: mains interference frequency (Hz)"),
+            ("port", "/dev/ttyUSB0", "serial port of the amplifier"),
+            ("baudrate", 921600, "serial baud rate"),
+            ("sample_format", "int16", "serial: int16 | int24 sample encoding"),
+            ("gain", 1.0, "amplifier gain; input volts = ADC volts / gain"),
+            ("vref", 2.5, "serial: ADC reference voltage (V); counts full scale = +-vref"),
+            ("read_timeout", 0.1, "serial read timeout (s)"),
+            ("reconnect_max_backoff", 5.0, "longest wait between reconnection attempts (s)"),
+        ):
+            declare(self, name, default, desc)
+        self.source = None
+        self.running: threading.Event | None = None
+        self.pump: threading.Thread | None = None
+        self.rate_out = Rate()
+        self.diag: Diagnostics | None = None
+
+    # lifecycle -----------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        driver = str(param(self, "driver"))
+        try:
+            self.source = self._make_source(driver)
+        except (ValueError, OSError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        names = list(param(self, "channel_names")) or list(self.source.channel_names)
+        if len(names) != self.source.channels:
+            self.get_logger().error(f"{len(names)} channel_names for {self.source.channels} channels")
+            return TransitionCallbackReturn.FAILURE
+        self.channel_names = names
+        self.frame_id = str(param(self, "frame_id"))
+        self.chunk_n = max(1, int(round(float(param(self, "chunk_duration")) * self.source.rate)))
+        self.pub = self.create_lifecycle_publisher(EmgArray, "emg/raw", qos_profile_sensor_data)
+        self.truth_pub = self.create_lifecycle_publisher(JointState, "emg/ground_truth", 10)
+        self.diag = Diagnostics(self, self._diag_values)
+        self.get_logger().info(f"configured: {driver}, {self.source.channels} channels at {self.source.rate:g} Hz, "
+                               f"{self.chunk_n} samples per message")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Start the source and a pump thread that publishes each chunk as soon as it is complete
+        (a ROS timer would add its own jitter to every sample's latency)."""
+        self.chunker = Chunker(self.chunk_n)
+        self.running = threading.Event()
+        self.running.set()
+        self.t0_ns = self.get_clock().now().nanoseconds  # stream clock: sample i at t0 + i / rate
+        self.source.start(self.chunk_n)
+        self.pump = threading.Thread(target=self._pump, name="acquisition", daemon=True)
+        self.pump.start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_pump()
+        for block in self.chunker.flush():
+            self._publish(block)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        self._stop_pump()
+
+    def _stop_pump(self) -> None:
+        if self.running is not None:
+            self.running.clear()
+        if self.pump is not None:
+            self.pump.join(timeout=2.0)
+            self.pump = None
+        if self.source is not None:
+            self.source.stop()
+
+    # streaming -----------------------------------------------------------------------------
+    def _make_source(self, driver: str):
+        if driver == "simulated":
+            cfg = SimConfig(rate=float(param(self, "sample_rate")), channels=int(param(self, "channels")),
+                            joints=int(param(self, "sim_joints")), seed=int(param(self, "sim_seed")),
+                            subject_seed=int(param(self, "sim_subject")), mains_hz=float(param(self, "mains_hz")))
+            return SimulatedSource(cfg)
+        if driver in ("serial", "openbci_cyton"):
+            from ..drivers.serial_source import make_serial_source
+
+            return make_serial_source(
+                driver, port=str(param(self, "port")), baudrate=int(param(self, "baudrate")),
+                channels=int(param(self, "channels")), rate=float(param(self, "sample_rate")),
+                sample_format=str(param(self, "sample_format")), gain=float(param(self, "gain")),
+                vref=float(param(self, "vref")), read_timeout=float(param(self, "read_timeout")),
+                max_backoff=float(param(self, "reconnect_max_backoff")),
+            )
+        raise ValueError(f"unknown driver '{driver}' (expected one of {', '.join(DRIVERS)})")
+
+    def _pump(self) -> None:
+        while self.running.is_set():
+            try:
+                for block in self.source.read(0.1):
+                    for chunk in self.chunker.push(block):
+                        self._publish(chunk)
+            except RCLError:
+                if not rclpy.ok():  # shutting down (SIGINT): the context went away under us
+                    return
+                raise
+
+    def _publish(self, chunk: Block) -> None:
+        rate = self.source.rate
+        stamp = self.t0_ns + int(round(chunk.first * 1e9 / rate))
+        self.pub.publish(emg_array(chunk.samples, rate, chunk.first, stamp, self.frame_id, self.channel_names))
+        self.rate_out.count += 1
+        if chunk.truth is not None:
+            self.truth_pub.publish(joint_state(self.source.joint_names, np.asarray(chunk.truth[0]), stamp))
+        if self.diag is not None:
+            end_ns = stamp + int(round((len(chunk.samples) - 1) * 1e9 / rate))
+            self.diag.latency((self.get_clock().now().nanoseconds - end_ns) * 1e-9)
+
+    def _diag_values(self) -> dict[str, object]:
+        return {"output_rate_hz": f"{self.rate_out.take():.1f}", **self.source.stats.as_dict()}
+
+
+def main() -> int:
+    return run(Acquisition)

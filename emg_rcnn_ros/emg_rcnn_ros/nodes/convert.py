@@ -1,0 +1,69 @@
+"""Message <-> numpy conversion, in one place."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from sensor_msgs.msg import JointState
+
+from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
+
+
+def to_ns(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def from_ns(ns: int) -> Time:
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def emg_array(samples: np.ndarray, rate: float, first_seq: int, stamp_ns: int, frame_id: str,
+              channel_names: list[str]) -> EmgArray:
+    msg = EmgArray()
+    msg.header.stamp = from_ns(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.sample_rate = float(rate)
+    msg.channel_names = channel_names
+    msg.num_samples = int(samples.shape[0])
+    msg.data = np.ascontiguousarray(samples, dtype=np.float32).ravel()
+    msg.sequence = int(first_seq)
+    return msg
+
+
+def emg_samples(msg: EmgArray) -> np.ndarray:
+    """[num_samples, channels] volts; raises ValueError on an inconsistent message."""
+    data = np.asarray(msg.data, dtype=np.float32)
+    n = int(msg.num_samples)
+    if n == 0 or data.size % n:
+        raise ValueError(f"EmgArray with {data.size} values for {n} samples")
+    return data.reshape(n, data.size // n)
+
+
+def emg_features(feats: np.ndarray, frequencies: np.ndarray, rate: float, window: float, seq: int, stamp_ns: int,
+                 frame_id: str) -> EmgFeatures:
+    msg = EmgFeatures()
+    msg.sample_rate = float(rate)
+    msg.header.stamp = from_ns(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.num_channels, msg.num_bins = int(feats.shape[0]), int(feats.shape[1])
+    msg.frequencies = np.asarray(frequencies, dtype=np.float32)
+    msg.data = np.ascontiguousarray(feats, dtype=np.float32).ravel()
+    msg.window_duration = float(window)
+    msg.sequence = int(seq)
+    return msg
+
+
+def feature_frame(msg: EmgFeatures) -> np.ndarray:
+    data = np.asarray(msg.data, dtype=np.float32)
+    if data.size != msg.num_channels * msg.num_bins:
+        raise ValueError(f"EmgFeatures with {data.size} values for {msg.num_channels}x{msg.num_bins}")
+    return data.reshape(msg.num_channels, msg.num_bins)
+
+
+def joint_state(names: list[str], positions: np.ndarray, stamp_ns: int, frame_id: str = "") -> JointState:
+    msg = JointState()
+    msg.header.stamp = from_ns(stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.name = list(names)
+    msg.position = [float(v) for v in positions]
+    return msg

@@ -1,0 +1,108 @@
+"""emg_features: EmgArray on emg/raw -> one EmgFeatures frame per hop on emg/features.
+
+Runs the core's streaming conditioning and framer. A gap or reordering in `sequence`, or a change
+of rate or channel count, resets the filters and the frame history (and is counted), because a
+window must never join samples that were not contiguous."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+
+from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
+
+from ..core.config import FeatureConfig, from_dict, to_dict
+from ..core.errors import ConfigError
+from ..core.frames import FeatureExtractor
+from .common import Diagnostics, Rate, declare, param, run
+from .convert import emg_features, emg_samples, to_ns
+
+
+class Features(Node):
+    def __init__(self) -> None:
+        super().__init__("emg_features")
+        declare(self, "model_path", "", "model bundle; when set, its feature settings are used (one source of truth)")
+        defaults = to_dict(FeatureConfig())
+        descriptions = {
+            "band_low": "band-pass lower edge (Hz)", "band_high": "band-pass upper edge (Hz)",
+            "filter_order": "Butterworth order", "mains_hz": "mains frequency to notch (Hz), 0 = none",
+            "mains_harmonics": "number of notched mains harmonics", "notch_q": "notch quality factor",
+            "window": "Hamming window length (s)", "hop": "frame period (s)", "bands": "frequency bands per channel",
+            "log_floor": "power floor added before the log (V^2/Hz)",
+        }
+        for k, v in defaults.items():
+            declare(self, k, v, descriptions[k])
+        self.cfg = self._feature_config()
+        self.extractor: FeatureExtractor | None = None
+        self.key: tuple[float, int] | None = None
+        self.expected: int | None = None
+        self.base = 0  # stream index of the extractor's sample 0
+        self.resets = self.bad = 0
+        self.rate_in, self.rate_out = Rate(), Rate()
+        self.pub = self.create_publisher(EmgFeatures, "emg/features", qos_profile_sensor_data)
+        # Best effort like every sensor stream, with half a second of queue: a busy moment must not
+        # cost samples (each lost chunk resets the filters).
+        raw_qos = QoSProfile(depth=50, reliability=qos_profile_sensor_data.reliability,
+                             durability=qos_profile_sensor_data.durability)
+        self.sub = self.create_subscription(EmgArray, "emg/raw", self._on_emg, raw_qos)
+        self.diag = Diagnostics(self, lambda: {
+            "input_rate_hz": f"{self.rate_in.take():.1f}", "output_rate_hz": f"{self.rate_out.take():.1f}",
+            "resets": self.resets, "bad_messages": self.bad})
+
+    def _feature_config(self) -> FeatureConfig:
+        path = str(param(self, "model_path"))
+        if path:
+            cfile = Path(path) / "config.json"
+            try:
+                cfg = from_dict(FeatureConfig, json.loads(cfile.read_text())["features"])
+                self.get_logger().info(f"feature settings from {cfile}")
+                return cfg
+            except (OSError, KeyError, ValueError) as exc:
+                raise SystemExit(f"emg_features: cannot read feature settings from {cfile}: {exc}") from exc
+        try:
+            return from_dict(FeatureConfig, {k: param(self, k) for k in to_dict(FeatureConfig())})
+        except ConfigError as exc:
+            raise SystemExit(f"emg_features: {exc}") from exc
+
+    def _on_emg(self, msg: EmgArray) -> None:
+        self.rate_in.count += 1
+        try:
+            x = emg_samples(msg)
+        except ValueError as exc:
+            self.bad += 1
+            self.get_logger().warn(str(exc), throttle_duration_sec=5.0)
+            return
+        key = (float(msg.sample_rate), x.shape[1])
+        if key != self.key or msg.sequence != self.expected:
+            if self.key is not None:
+                self.resets += 1
+                self.get_logger().warn(f"stream reset: sequence {msg.sequence} (expected {self.expected}), "
+                                       f"{key[1]} channels at {key[0]:g} Hz", throttle_duration_sec=1.0)
+            try:
+                self.extractor = FeatureExtractor(self.cfg, key[0], key[1])
+            except (ConfigError, ValueError) as exc:
+                self.bad += 1
+                self.get_logger().error(f"cannot frame this stream: {exc}", throttle_duration_sec=5.0)
+                self.key = None
+                return
+            self.key, self.base = key, int(msg.sequence)
+        self.expected = int(msg.sequence) + len(x)
+        feats, ends = self.extractor.process(x)
+        if not len(ends):
+            return
+        t0 = to_ns(msg.header.stamp) - int(round((msg.sequence - self.base) * 1e9 / key[0]))  # stamp of sample 0
+        lay = self.extractor.layout
+        now = self.get_clock().now().nanoseconds
+        for f, e in zip(feats, ends):
+            stamp = t0 + int(round(e * 1e9 / key[0]))
+            self.pub.publish(emg_features(f, lay.centres, key[0], lay.window_n / key[0], self.base + int(e), stamp,
+                                          msg.header.frame_id))
+            self.rate_out.count += 1
+            self.diag.latency((now - stamp) * 1e-9)
+
+
+def main() -> int:
+    return run(Features)
