@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session
 
 os.environ.setdefault("ROS_LOG_DIR", str(Path(__file__).resolve().parents[2] / "build" / "ros_log"))
@@ -36,3 +37,73 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, seed, dur in (("a", 1, 90.0), ("b", 2, 40.0)):
         np.savez(d / f"{name}.npz", **simulate_session(SimConfig(seed=seed, rate=1000.0, channels=6), dur))
     return d
+
+
+_domain_counter = [0]
+
+
+def fresh_domain() -> int:
+    """A ROS domain id of this test alone (0-101), so parallel runs and leftovers never cross."""
+    _domain_counter[0] += 1
+    return 1 + (os.getpid() * 7 + _domain_counter[0] * 13) % 100
+
+
+@pytest.fixture
+def ros_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for node processes: own domain, discovery on this machine only, logs in tmp."""
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(fresh_domain()), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               ROS_LOCALHOST_ONLY="1", ROS_LOG_DIR=str(tmp_path / "ros_log"), PYTHONUNBUFFERED="1")
+    return env
+
+
+class Observer:
+    """An rclpy node in the test process, spinning in a thread, on the domain of `env`."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import threading
+
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]))
+        self.node = rclpy.create_node("test_observer", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        import contextlib
+
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException, Exception):
+            self.executor.spin()
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+@pytest.fixture
+def observer(ros_env: dict[str, str]):
+    pytest.importorskip("rclpy")
+    obs = Observer(ros_env)
+    yield obs
+    obs.close()
+
+
+def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from emg_rcnn_ros.core.bundle import BundleError, load_bundle, save_bundle
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig
 from emg_rcnn_ros.core.sessions import load_session

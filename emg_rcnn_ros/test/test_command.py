@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from emg_rcnn_ros.core.command import CommandShaper
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
+
 from emg_rcnn_ros.core.config import ConfigError, FeatureConfig
 from emg_rcnn_ros.core.frames import FeatureExtractor, FrameLayout, extract_features
 from emg_rcnn_ros.core.signal import Conditioner, design_sos
-from scipy import signal
 
 RATE = 2000.0
 

@@ -9,12 +9,11 @@ import threading
 
 import numpy as np
 import rclpy
+from emg_rcnn_ros_msgs.msg import EmgArray
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-
-from emg_rcnn_ros_msgs.msg import EmgArray
 
 from ..core.sim import SimConfig
 from ..drivers.base import Block, Chunker

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import JointState
-
 from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
+from sensor_msgs.msg import JointState
 
 
 def to_ns(stamp: Time) -> int:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diagnostic_msgs.msg import DiagnosticStatus
+from emg_rcnn_ros_msgs.msg import EmgFeatures
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-
-from emg_rcnn_ros_msgs.msg import EmgFeatures
 
 from ..core.bundle import Bundle, StreamingPredictor, load_bundle
 from ..core.command import CommandShaper

@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-
-from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
 
 from ..core.config import FeatureConfig, from_dict, to_dict
 from ..core.errors import ConfigError

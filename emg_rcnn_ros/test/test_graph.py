@@ -1,0 +1,28 @@
+"""The plain graph module that launch files and the runner share."""
+
+from __future__ import annotations
+
+import pytest
+
+from emg_rcnn_ros.graph import estimate_graph, record_graph
+from emg_rcnn_ros.runner import node_command, parse_overrides
+
+
+def test_estimate_graph_nodes_and_overrides() -> None:
+    nodes, args = estimate_graph({"driver": "openbci_cyton", "port": "/dev/ttyACM0", "namespace": "/left"})
+    assert [n.name for n in nodes] == ["emg_acquisition", "emg_features", "emg_estimator"]
+    assert [n.lifecycle for n in nodes] == [True, False, True]
+    assert nodes[0].parameters == {"driver": "openbci_cyton", "port": "/dev/ttyACM0"}
+    cmd = node_command(nodes[0], args)
+    assert cmd[1:5] == ["--ros-args", "-r", "__node:=emg_acquisition", "--params-file"]
+    assert cmd[6:8] == ["-r", "__ns:=/left"]
+    assert '-p' in cmd and 'driver:="openbci_cyton"' in cmd
+    assert 'command_topic:=""' in node_command(nodes[2], args)  # an empty string stays a string
+
+
+def test_unknown_launch_argument_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown launch argument 'drvier'"):
+        estimate_graph({"drvier": "serial"})
+    with pytest.raises(ValueError, match="name:=value"):
+        parse_overrides(["driver=serial"])
+    assert [n.name for n in record_graph()[0]] == ["emg_acquisition", "emg_trainer"]
