@@ -86,6 +86,7 @@ class Observer:
         import rclpy
 
         self.executor.shutdown(timeout_sec=1.0)
+        self.thread.join(timeout=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
@@ -107,3 +108,17 @@ def wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return predicate()
+
+
+def transition(observer: Observer, node_name: str, transition_id: int, timeout: float = 30.0) -> bool:
+    """Call a lifecycle transition from the observer (its executor thread completes the future)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = observer.node.create_client(ChangeState, f"{node_name}/change_state")
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise TimeoutError(f"{node_name}/change_state not available")
+    fut = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+    if not wait_for(fut.done, timeout):
+        raise TimeoutError(f"{node_name}: transition {transition_id} timed out")
+    return bool(fut.result().success)

@@ -53,22 +53,27 @@ class FrameLayout:
 class Framer:
     """Streaming framer: push chunks of any size, get every frame whose window completed.
 
-    Samples are held channel-major in float32 so that the batched FFT runs over contiguous rows."""
+    The FFT is evaluated only at the bins inside the band, as one matrix product with a
+    Hamming-windowed DFT basis: the same numbers as rfft, several times faster for ~100 of 257 bins.
+    Samples are held channel-major in float32 so that each window is a contiguous row."""
 
     def __init__(self, cfg: FeatureConfig, rate: float, channels: int) -> None:
         self.cfg = cfg
         self.layout = FrameLayout.build(cfg, rate)
         self.channels = channels
         lay = self.layout
-        self._window = np.hamming(lay.window_n).astype(np.float32)
-        valid = np.nonzero(lay.band_index >= 0)[0]
-        self._bins = slice(int(valid[0]), int(valid[-1]) + 1)  # only FFT bins inside the band
-        # Average |FFT|^2 of bins into bands, scaled to a one-sided PSD (V^2/Hz) so features do not
+        window = np.hamming(lay.window_n)
+        bins = np.nonzero(lay.band_index >= 0)[0]
+        phase = 2 * np.pi * np.outer(np.arange(lay.window_n), bins) / lay.nfft
+        self._basis = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None]
+        self._basis = self._basis.astype(np.float32)  # [W, 2 * bins]
+        # Average |X|^2 of bins into bands, scaled to a one-sided PSD (V^2/Hz) so features do not
         # depend on the FFT length.
-        pool = np.zeros((len(lay.band_index), cfg.bands), np.float32)
-        pool[valid, lay.band_index[valid]] = 1.0
+        pool = np.zeros((len(bins), cfg.bands))
+        pool[np.arange(len(bins)), lay.band_index[bins]] = 1.0
         pool /= pool.sum(axis=0, keepdims=True)
-        self._pool = pool[self._bins] * np.float32(2.0 / (rate * np.sum(self._window.astype(np.float64) ** 2)))
+        self._pool = (pool * 2.0 / (rate * np.sum(window**2))).astype(np.float32)
+        self._nb = len(bins)
         self.reset()
 
     def reset(self) -> None:
@@ -86,9 +91,10 @@ class Framer:
         ends = np.arange(self._next_end, buf_end, lay.hop_n, dtype=np.int64)
         starts = ends - lay.window_n + 1 - self._buf_start
         views = np.lib.stride_tricks.sliding_window_view(self._buf, lay.window_n, axis=1)  # [C, n', W]
-        spec = np.fft.rfft(views[:, starts] * self._window, n=lay.nfft, axis=-1)[..., self._bins]
-        power = (spec.real**2 + spec.imag**2) @ self._pool  # [C, K, bands]
-        feats = np.log(power + np.float32(self.cfg.log_floor)).transpose(1, 0, 2)
+        spec = views[:, starts].reshape(-1, lay.window_n) @ self._basis  # [C*K, 2 * bins]
+        power = spec[:, : self._nb] ** 2 + spec[:, self._nb :] ** 2
+        feats = np.log(power @ self._pool + np.float32(self.cfg.log_floor))
+        feats = feats.reshape(self.channels, len(ends), self.cfg.bands).transpose(1, 0, 2)
         self._next_end = int(ends[-1]) + lay.hop_n
         keep_from = self._next_end - lay.window_n + 1  # first index the next frame needs
         drop = max(0, min(self._buf.shape[1], keep_from - self._buf_start))

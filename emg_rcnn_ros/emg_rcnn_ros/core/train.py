@@ -180,8 +180,14 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
                      "wall_seconds": None, **fit_info},
     }
     if len(corpus.val_ends):
-        windows = gather_windows(corpus.feats, corpus.val_ends, mcfg.history)
-        pred = norm.untarget(predict_normalised(model, norm.features(windows)))
+        if isinstance(model, SvrModel):
+            pred_n = predict_normalised(model, gather_windows(xs, corpus.val_ends, mcfg.history))
+        else:
+            cpu = torch.device("cpu")
+            with torch.inference_mode():
+                pred_n = np.concatenate([_forward(model, xs, corpus.val_ends[b], mcfg.history, cpu).numpy()
+                                         for b in _batches(len(corpus.val_ends), 2048, None)])
+        pred = norm.untarget(pred_n)
         config["validation"] = metrics(corpus.targets[corpus.val_ends], pred, corpus.joint_names)
     config["training"]["wall_seconds"] = round(time.perf_counter() - t0, 2)
     return model, config

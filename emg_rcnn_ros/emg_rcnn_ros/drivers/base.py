@@ -18,14 +18,16 @@ class Block:
 @dataclass
 class SourceStats:
     frames: int = 0
-    corrupt: int = 0  # frames rejected (bad CRC, bad footer) and bytes skipped while resynchronising
+    corrupt: int = 0  # frames rejected (bad CRC, header or footer)
+    skipped_bytes: int = 0  # bytes discarded while resynchronising
     dropped: int = 0  # samples missing according to the sample counter
     gaps: int = 0
     reconnects: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"frames": self.frames, "corrupt": self.corrupt, "dropped_samples": self.dropped,
+        return {"frames": self.frames, "corrupt": self.corrupt, "skipped_bytes": self.skipped_bytes,
+                "dropped_samples": self.dropped,
                 "gaps": self.gaps, "reconnects": self.reconnects, "last_error": self.errors[-1] if self.errors else ""}
 
 

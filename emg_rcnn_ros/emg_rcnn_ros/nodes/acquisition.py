@@ -155,7 +155,8 @@ class Acquisition(LifecycleNode):
             self.diag.latency((self.get_clock().now().nanoseconds - end_ns) * 1e-9)
 
     def _diag_values(self) -> dict[str, object]:
-        return {"output_rate_hz": f"{self.rate_out.take():.1f}", **self.source.stats.as_dict()}
+        return {"output_rate_hz": f"{self.rate_out.take():.1f}", "connected": getattr(self.source, "connected", True),
+                **self.source.stats.as_dict()}
 
 
 def main() -> int:
