@@ -30,12 +30,16 @@ SVR_WEIGHTS = "svr.pkl"
 
 
 def versions() -> dict[str, str]:
+    from importlib import metadata
+
     import scipy
     import sklearn
 
-    from .. import __version__
-
-    return {"emg_rcnn_ros": __version__, "torch": torch.__version__, "numpy": np.__version__,
+    try:
+        ours = metadata.version("emg_rcnn_ros")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        ours = "source"
+    return {"emg_rcnn_ros": ours, "torch": torch.__version__, "numpy": np.__version__,
             "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "python": platform.python_version()}
 
 
