@@ -4,6 +4,7 @@ that shuts down cleanly on SIGINT/SIGTERM."""
 from __future__ import annotations
 
 import collections
+import gc
 import sys
 import threading
 import time
@@ -89,11 +90,21 @@ class Diagnostics:
 
 
 def run(make_node: Callable[[], Node], executor_cls: type | None = None) -> int:
-    """Spin until SIGINT/SIGTERM, then shut down cleanly."""
+    """Spin until SIGINT/SIGTERM, then shut down cleanly.
+
+    BLAS is limited to one thread: the nodes work on small arrays per message, and OpenBLAS's
+    spinning worker threads would otherwise burn a core each and add jitter to every callback."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
     rclpy.init(args=sys.argv)
     node = None
     try:
         node = make_node()
+        # Everything allocated so far (torch, numpy, messages' type support) lives for the whole
+        # run: freezing it keeps the cyclic GC's full collections short on the message path.
+        gc.collect()
+        gc.freeze()
         executor = (executor_cls or rclpy.executors.SingleThreadedExecutor)()
         executor.add_node(node)
         executor.spin()
