@@ -11,6 +11,7 @@ NODES = {
     "emg_acquisition": "emg_rcnn_ros.nodes.acquisition:main",
     "emg_features": "emg_rcnn_ros.nodes.features:main",
     "emg_estimator": "emg_rcnn_ros.nodes.estimator:main",
+    "emg_trainer": "emg_rcnn_ros.nodes.trainer:main",
 }
 TOOLS = {
     "emg-rcnn": "emg_rcnn_ros.cli:main",

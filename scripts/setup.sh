@@ -23,7 +23,7 @@ export VIRTUAL_ENV=$venv
 h=$(hash_of requirements/*.txt)
 if ! stamp_ok deps "$h"; then
   log "installing dependencies (ROS 2 wheels, torch CPU, python libs)"
-  "$vpy" -m pip install -q --disable-pip-version-check --upgrade pip
+  "$vpy" -m pip install -q --disable-pip-version-check --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
   "$vpy" -m pip install -q --disable-pip-version-check \
     -r requirements/ros.txt -r requirements/msgs-build.txt -r requirements/python.txt -r requirements/dev.txt \
     2> >(grep -v "is ignored: it is neither" >&2)
@@ -41,6 +41,7 @@ h=$(hash_of emg_rcnn_ros_msgs/CMakeLists.txt emg_rcnn_ros_msgs/package.xml emg_r
 if ! stamp_ok msgs "$h"; then
   command -v cmake >/dev/null || { log "cmake missing: apt-get install -y cmake g++ make"; exit 1; }
   log "building emg_rcnn_ros_msgs into the venv"
+  mkdir -p "$root/build"
   bdir="$root/build/msgs"
   rm -rf "$bdir"
   AMENT_PREFIX_PATH=$venv cmake -S emg_rcnn_ros_msgs -B "$bdir" -DCMAKE_PREFIX_PATH="$venv" \

@@ -13,6 +13,9 @@ from .core.config import FeatureConfig, ModelConfig, TrainConfig
 from .core.errors import BundleError, ConfigError, SessionError
 from .core.sessions import load_session
 
+# Importing the bag loader registers the bag form of a session.
+from . import bags  # noqa: F401,E402  isort: skip
+
 # torch-based modules are imported inside the commands that need them, so that a bad argument or
 # a bad session is reported in a fraction of a second.
 
@@ -88,6 +91,35 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from .core.sessions import save_npz
+
+    session = load_session(a.bag)
+    save_npz(session, Path(a.out))
+    print(f"wrote {a.out}: {session.duration:.1f} s of {session.emg.shape[1]} channels at {session.emg_rate:g} Hz, "
+          f"{len(session.segments)} segment(s), joints {session.joint_names}")
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    from .bags import write_session_bag
+
+    session = load_session(a.session)
+    if Path(a.out).exists():
+        raise ValueError(f"{a.out} exists (nothing is overwritten)")
+    write_session_bag(session, a.out, storage=a.storage, joint_topic=a.joint_topic)
+    print(f"wrote bag {a.out} ({a.storage}) from {a.session}")
+    return 0
+
+
+def cmd_replay(a: argparse.Namespace) -> int:
+    from .replay import replay
+
+    n = replay(Path(a.bag), rate=a.rate, loop=a.loop, namespace=a.namespace)
+    print(f"replayed {n} messages from {a.bag}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emg-rcnn", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -134,6 +166,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", help="directory for metrics.json and estimates.png")
     ev.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     ev.set_defaults(fn=cmd_evaluate)
+
+    ex = sub.add_parser("export", help="bag directory -> NPZ session")
+    ex.add_argument("bag")
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(fn=cmd_export)
+
+    im = sub.add_parser("import", help="NPZ session -> bag directory")
+    im.add_argument("session")
+    im.add_argument("--out", required=True)
+    im.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    im.add_argument("--joint-topic", default="emg/ground_truth")
+    im.set_defaults(fn=cmd_import)
+
+    rp = sub.add_parser("replay", help="publish a bag's EMG and ground truth with the original timing")
+    rp.add_argument("bag")
+    rp.add_argument("--rate", type=float, default=1.0)
+    rp.add_argument("--loop", action="store_true")
+    rp.add_argument("--namespace", default="")
+    rp.set_defaults(fn=cmd_replay)
     return p
 
 

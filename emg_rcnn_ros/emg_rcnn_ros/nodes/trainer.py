@@ -1,0 +1,210 @@
+"""emg_trainer: records EMG with ground-truth joint angles into rosbag2 bags and trains
+per-subject models from them.
+
+Services (std_srvs/Trigger): ~/start_recording, ~/stop_recording, ~/train. Bags go to
+<data_dir>/<subject>/<session>/ (mcap, or sqlite3), self-described in custom_data. Training runs
+`emg-rcnn train` as a separate process over all of the subject's bags, so the executor never
+blocks; its progress is published on ~/train_progress and logged; the bundle goes to
+<model_dir>/<subject>/.
+
+Nothing recorded is lost: SIGINT/SIGTERM close the bag; the recorder is flushed every second;
+recording is refused below `min_free_space` bytes free and stopped cleanly (keeping what was
+written) when the disk fills."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from emg_rcnn_ros_msgs.msg import EmgArray
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import JointState
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from ..bags import EMG_TOPIC, BagRecorder, is_bag
+from .common import Diagnostics, declare, param, run
+
+
+class Trainer(Node):
+    def __init__(self) -> None:
+        super().__init__("emg_trainer")
+        for name, default, desc in (
+            ("data_dir", "data", "root directory of recordings: <data_dir>/<subject>/<session>/"),
+            ("model_dir", "models", "root directory of per-subject models: <model_dir>/<subject>/"),
+            ("subject", "subject01", "subject id"),
+            ("session", "", "session name of the next recording; empty: generated from the time"),
+            ("ground_truth_topic", "emg/ground_truth", "sensor_msgs/JointState topic with measured angles"),
+            ("storage", "mcap", "bag storage: mcap | sqlite3"),
+            ("min_free_space", 500e6, "refuse to record with less free disk space than this (bytes)"),
+            ("notes", "", "free text stored in each bag's metadata"),
+            ("train_arch", "rcnn", "architecture trained by ~/train: rcnn | cnn | svr"),
+            ("train_epochs", 40, "maximum epochs of ~/train"),
+        ):
+            declare(self, name, default, desc)
+        self.recorder: BagRecorder | None = None
+        self.first_emg: EmgArray | None = None
+        self.lock = threading.Lock()
+        self.errors = 0
+        self.train_proc: subprocess.Popen | None = None
+        self.joint_topic = str(param(self, "ground_truth_topic"))
+        # EMG arrives best effort (sensor data): a reliable subscription would not match; a deep
+        # queue stands in for reliability on this machine. Ground truth is reliable.
+        emg_qos = QoSProfile(depth=2000, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.create_subscription(EmgArray, EMG_TOPIC, self._on_emg, emg_qos, raw=True)
+        self.create_subscription(JointState, self.joint_topic, self._on_joint, QoSProfile(depth=2000), raw=True)
+        self.progress = self.create_publisher(String, "~/train_progress", 10)
+        self.create_service(Trigger, "~/start_recording", self._start)
+        self.create_service(Trigger, "~/stop_recording", self._stop)
+        self.create_service(Trigger, "~/train", self._train)
+        self.create_timer(1.0, self._flush)
+        self.diag = Diagnostics(self, self._diag_values)
+
+    # recording -----------------------------------------------------------------------------
+    def _session_dir(self) -> Path:
+        name = str(param(self, "session")) or time.strftime("%Y%m%d-%H%M%S")
+        return Path(str(param(self, "data_dir"))) / str(param(self, "subject")) / name
+
+    def _start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self.lock:
+            if self.recorder is not None:
+                response.success, response.message = False, f"already recording to {self.recorder.path}"
+                return response
+            path = self._session_dir()
+            root = path.parent
+            root.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(root).free
+            need = float(param(self, "min_free_space"))
+            if free < need:
+                response.success = False
+                response.message = f"refused: {free / 1e6:.0f} MB free on {root}, min_free_space is {need / 1e6:.0f} MB"
+                self.get_logger().error(response.message)
+                return response
+            if path.exists():
+                response.success, response.message = False, f"refused: {path} exists (nothing is overwritten)"
+                return response
+            meta = {"subject": str(param(self, "subject")), "session": path.name,
+                    "ground_truth_topic": self.joint_topic, "notes": str(param(self, "notes")),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            if self.first_emg is not None:
+                meta.update(sample_rate=repr(self.first_emg.sample_rate),
+                            channel_names=json.dumps(list(self.first_emg.channel_names)))
+            try:
+                self.recorder = BagRecorder(path, str(param(self, "storage")), meta, self.joint_topic)
+            except (ValueError, OSError) as exc:
+                response.success, response.message = False, f"cannot record: {exc}"
+                return response
+        self.get_logger().info(f"recording to {path}")
+        response.success, response.message = True, str(path)
+        return response
+
+    def _stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        path = self._close("stopped")
+        response.success = path is not None
+        response.message = str(path) if path else "not recording"
+        return response
+
+    def _close(self, why: str) -> Path | None:
+        with self.lock:
+            rec, self.recorder = self.recorder, None
+        if rec is None:
+            return None
+        try:
+            rec.close()
+        except OSError as exc:
+            self.get_logger().error(f"closing {rec.path}: {exc}")
+        self.get_logger().info(f"recording {why}: {rec.path} ({rec.counts})")
+        return rec.path
+
+    def _write(self, topic: str, raw: bytes) -> None:
+        with self.lock:
+            rec = self.recorder
+            if rec is None:
+                return
+            try:
+                rec.write(topic, self.get_clock().now().nanoseconds, raw)
+            except OSError as exc:  # disk full: stop cleanly, keeping what was written
+                self.errors += 1
+                self.get_logger().error(f"write failed ({exc}): recording stopped")
+                self.recorder = None
+                threading.Thread(target=self._close_quietly, args=(rec,), daemon=True).start()
+
+    def _close_quietly(self, rec: BagRecorder) -> None:
+        try:
+            rec.close()
+        except OSError as exc:
+            self.get_logger().error(f"closing {rec.path} after a write error: {exc}")
+
+    def _on_emg(self, raw: bytes) -> None:
+        if self.first_emg is None:
+            self.first_emg = deserialize_message(raw, EmgArray)
+        self._write(EMG_TOPIC, raw)
+
+    def _on_joint(self, raw: bytes) -> None:
+        self._write(self.joint_topic, raw)
+
+    def _flush(self) -> None:
+        with self.lock:
+            rec = self.recorder
+            if rec is None:
+                return
+            try:
+                rec.flush()
+            except OSError as exc:
+                self.get_logger().error(f"flush failed: {exc}")
+        root = rec.path.parent
+        if shutil.disk_usage(root).free < 0.1 * float(param(self, "min_free_space")):
+            self.get_logger().error("disk almost full: recording stopped")
+            self._close("stopped: disk almost full")
+
+    # training ------------------------------------------------------------------------------
+    def _train(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.train_proc is not None and self.train_proc.poll() is None:
+            response.success, response.message = False, "training already running"
+            return response
+        subject = str(param(self, "subject"))
+        sdir = Path(str(param(self, "data_dir"))) / subject
+        bags = sorted(str(p) for p in sdir.iterdir() if is_bag(p)) if sdir.is_dir() else []
+        if not bags:
+            response.success, response.message = False, f"no recorded sessions in {sdir}"
+            return response
+        out = Path(str(param(self, "model_dir"))) / subject
+        exe = shutil.which("emg-rcnn", path=str(Path(sys.executable).parent)) or "emg-rcnn"
+        cmd = [exe, "train", "--data", *bags, "--out", str(out), "--arch", str(param(self, "train_arch")),
+               "--epochs", str(int(param(self, "train_epochs"))), "--quiet"]
+        self.train_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        threading.Thread(target=self._follow, args=(self.train_proc, out), daemon=True).start()
+        response.success, response.message = True, f"training {len(bags)} session(s) into {out}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _follow(self, proc: subprocess.Popen, out: Path) -> None:
+        for line in proc.stdout:
+            self.progress.publish(String(data=line.rstrip()))
+            self.get_logger().info(f"train: {line.rstrip()}")
+        code = proc.wait()
+        done = f"training finished: {out}" if code == 0 else f"training failed (exit {code})"
+        self.progress.publish(String(data=done))
+        self.get_logger().info(done)
+
+    def _diag_values(self) -> dict[str, object]:
+        rec = self.recorder
+        return {"recording": str(rec.path) if rec else "", "messages": json.dumps(rec.counts) if rec else "{}",
+                "write_errors": self.errors,
+                "training": "running" if self.train_proc is not None and self.train_proc.poll() is None else "idle"}
+
+    def close(self) -> None:
+        self._close("closed on shutdown")
+        if self.train_proc is not None and self.train_proc.poll() is None:
+            self.train_proc.terminate()
+
+
+def main() -> int:
+    return run(Trainer)

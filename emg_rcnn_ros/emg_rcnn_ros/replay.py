@@ -1,0 +1,54 @@
+"""Replay a recorded bag on the live topics with its original timing (`emg-rcnn replay`), so the
+pipeline runs from a recording on a machine without `ros2 bag`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .bags import EMG_TYPE, JOINT_TYPE
+
+
+def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = "") -> int:
+    """Publish every EmgArray and JointState of the bag (as recorded, serialized) paced by the
+    bag's log times scaled by `rate`. Returns the number of messages published."""
+    import rclpy
+    from emg_rcnn_ros_msgs.msg import EmgArray
+    from rclpy.qos import QoSProfile, qos_profile_sensor_data
+    from rosbags.rosbag2 import Reader
+    from sensor_msgs.msg import JointState
+
+    if rate <= 0:
+        raise ValueError(f"--rate must be > 0, got {rate}")
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.msgtype in (EMG_TYPE, JOINT_TYPE)]
+        events = [(ts, c.topic, c.msgtype, bytes(raw)) for c, ts, raw in reader.messages(connections=conns)]
+    if not events:
+        raise ValueError(f"{bag}: no EmgArray or JointState messages")
+    rclpy.init(args=[])
+    node = rclpy.create_node("emg_replay", namespace=namespace or None)
+    pubs = {}
+    for _, topic, msgtype, _ in events:
+        if topic not in pubs:
+            if msgtype == EMG_TYPE:
+                pubs[topic] = node.create_publisher(EmgArray, topic, qos_profile_sensor_data)
+            else:
+                pubs[topic] = node.create_publisher(JointState, topic, QoSProfile(depth=100))
+    sent = 0
+    try:
+        while True:
+            t_bag0, t_wall0 = events[0][0], time.monotonic() + 0.5  # let subscribers discover us
+            for ts, topic, _, raw in events:
+                delay = t_wall0 + (ts - t_bag0) * 1e-9 / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                pubs[topic].publish(raw)
+                sent += 1
+            if not loop:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return sent
