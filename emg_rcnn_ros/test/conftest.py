@@ -122,3 +122,40 @@ def transition(observer: Observer, node_name: str, transition_id: int, timeout: 
     if not wait_for(fut.done, timeout):
         raise TimeoutError(f"{node_name}: transition {transition_id} timed out")
     return bool(fut.result().success)
+
+
+class Launched:
+    """`emg-rcnn-ros launch GRAPH args...` as a real process group, its output collected."""
+
+    def __init__(self, env: dict[str, str], *args: str, graph: str = "estimate", cwd: Path | None = None) -> None:
+        import threading
+
+        self.proc = subprocess.Popen([executable("emg-rcnn-ros"), "launch", graph, *args], env=env, cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig: int = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(30)
+
+
+def trigger(observer: Observer, service: str, timeout: float = 30.0):
+    """Call a std_srvs/Trigger service from the observer; returns the response."""
+    from std_srvs.srv import Trigger
+
+    client = observer.node.create_client(Trigger, service)
+    if not client.wait_for_service(timeout_sec=timeout):
+        raise TimeoutError(f"{service} not available")
+    fut = client.call_async(Trigger.Request())
+    if not wait_for(fut.done, timeout):
+        raise TimeoutError(f"{service} timed out")
+    return fut.result()

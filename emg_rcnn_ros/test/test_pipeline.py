@@ -6,9 +6,6 @@ the amplifier stops."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 
 from emg_rcnn_ros.core.evaluate import metrics
 
-from .conftest import executable, wait_for
+from .conftest import Launched, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -38,26 +35,6 @@ def live_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 list(map(str, d["joint_names"])), list(map(str, d["channel_names"])))
     model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(epochs=6), progress=False)
     return save_bundle(tmp_path_factory.mktemp("live") / "model", cfg, model)
-
-
-class Launched:
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.proc = subprocess.Popen([executable("emg-rcnn-ros"), "launch", "estimate", *args], env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(20)
 
 
 def _joint_sub(observer, topic: str, store: list, sensor: bool = True) -> None:

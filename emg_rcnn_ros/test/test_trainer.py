@@ -1,0 +1,106 @@
+"""Per-subject training from rosbags with real processes: the simulated amplifier and the
+training node record a bag; ~/train builds a model from it in a separate process; the estimator
+loads that model and tracks the truth on a fresh simulated stream. Also: SIGINT during recording
+leaves a readable bag, and recording is refused when the disk is too full."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from emg_rcnn_ros.bags import load_bag
+from emg_rcnn_ros.core.evaluate import metrics
+from emg_rcnn_ros.share import default_params_file
+
+from .conftest import Launched, trigger, wait_for
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+CC_FLOOR = 0.6  # live CC of the model trained from a 40 s recording, mean over joints
+
+
+def _params(tmp_path: Path, **trainer: object) -> Path:
+    data = yaml.safe_load(default_params_file().read_text())
+    data["/**/emg_trainer"]["ros__parameters"].update(
+        data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"), train_epochs=8, **trainer)
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+def test_record_train_and_estimate(ros_env, observer, tmp_path: Path) -> None:
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import String
+
+    progress: list[str] = []
+    observer.node.create_subscription(String, "/emg_trainer/train_progress", lambda m: progress.append(m.data), 50)
+    rec = Launched(ros_env, "autostart:=true", "subject:=s07", f"params_file:={_params(tmp_path)}", graph="record")
+    try:
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+        assert r.success, r.message
+        time.sleep(40.0)
+        r = trigger(observer, "/emg_trainer/stop_recording")
+        assert r.success, r.message
+        bag = Path(r.message)
+        assert bag.parent == tmp_path / "data" / "s07"
+        session = load_bag(bag)
+        assert 35.0 < session.duration < 45.0 and session.emg.shape[1] == 8
+        assert session.joint_names == ["elbow_flexion", "wrist_flexion"]
+        r = trigger(observer, "/emg_trainer/train")
+        assert r.success, r.message
+        assert wait_for(lambda: any(p.startswith("training") for p in progress), 300.0), rec.text()
+        assert progress[-1] == f"training finished: {tmp_path / 'models' / 's07'}", progress
+    finally:
+        rec.stop()
+    model = tmp_path / "models" / "s07"
+    est, truth = [], []
+
+    def keep(store):
+        return lambda m: store.append((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, list(m.position)))
+
+    from rclpy.qos import qos_profile_sensor_data
+
+    observer.node.create_subscription(JointState, "emg/joint_estimates", keep(est), qos_profile_sensor_data)
+    observer.node.create_subscription(JointState, "emg/ground_truth", keep(truth), 100)
+    live = Launched(ros_env, "autostart:=true", f"model_path:={model}")
+    try:
+        assert wait_for(lambda: len(est) > 0, 60.0), live.text()
+        est.clear()
+        time.sleep(8.0)
+        got = list(est)
+    finally:
+        live.stop()
+    stamps = np.array([e[0] for e in got])
+    ts, ty = np.array([t[0] for t in truth]), np.array([t[1] for t in truth])
+    true_at = np.stack([np.interp(stamps, ts, ty[:, j]) for j in range(ty.shape[1])], axis=1)
+    m = metrics(true_at, np.array([e[1] for e in got]), ["elbow_flexion", "wrist_flexion"])
+    assert m["mean"]["cc"] > CC_FLOOR, m
+
+
+def test_sigint_while_recording_leaves_a_readable_bag(ros_env, observer, tmp_path: Path) -> None:
+    rec = Launched(ros_env, "autostart:=true", "subject:=s01", f"params_file:={_params(tmp_path)}", graph="record")
+    try:
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+        assert r.success, r.message
+        time.sleep(3.0)
+    finally:
+        code = rec.stop(signal.SIGINT)
+    assert code == 0, rec.text()
+    session = load_bag(Path(r.message))
+    assert 2.0 < session.duration < 5.0
+
+
+def test_recording_is_refused_when_the_disk_is_too_full(ros_env, observer, tmp_path: Path) -> None:
+    params = _params(tmp_path, min_free_space=1e18)
+    rec = Launched(ros_env, "subject:=s02", f"params_file:={params}", graph="record")
+    try:
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+    finally:
+        rec.stop()
+    assert not r.success and "min_free_space" in r.message
+    assert not (tmp_path / "data" / "s02").exists() or not any((tmp_path / "data" / "s02").iterdir())
