@@ -159,3 +159,43 @@ def trigger(observer: Observer, service: str, timeout: float = 30.0):
     if not wait_for(fut.done, timeout):
         raise TimeoutError(f"{service} timed out")
     return fut.result()
+
+
+def run_live(observer: Observer, env: dict[str, str], model: Path, seconds: float = 8.0):
+    """The estimate graph with the simulated amplifier for `seconds` after the first estimate:
+    (estimates [(stamp_ns, receipt_ns, positions, names)], truth [(stamp_ns, ...)], exit code, output)."""
+    import time
+
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+
+    est: list = []
+    truth: list = []
+
+    def keep(store: list):
+        return lambda m: store.append((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, time.time_ns(),
+                                       list(m.position), list(m.name)))
+
+    observer.node.create_subscription(JointState, "emg/joint_estimates", keep(est), qos_profile_sensor_data)
+    observer.node.create_subscription(JointState, "emg/ground_truth", keep(truth), 100)
+    run = Launched(env, "autostart:=true", f"model_path:={model}")
+    try:
+        assert wait_for(lambda: len(est) > 0, 60.0), run.text()
+        est.clear()
+        time.sleep(seconds)
+        got = list(est)
+    finally:
+        code = run.stop()
+    return got, list(truth), code, run.text()
+
+
+def live_metrics(got: list, truth: list) -> dict:
+    """Metrics of live estimates against the truth interpolated at the estimates' stamps."""
+    import numpy as np
+
+    from emg_rcnn_ros.core.evaluate import metrics
+
+    stamps = np.array([e[0] for e in got])
+    ts, ty = np.array([t[0] for t in truth]), np.array([t[2] for t in truth])
+    true_at = np.stack([np.interp(stamps, ts, ty[:, j]) for j in range(ty.shape[1])], axis=1)
+    return metrics(true_at, np.array([e[2] for e in got]), got[0][3])

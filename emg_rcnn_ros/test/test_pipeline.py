@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emg_rcnn_ros.core.evaluate import metrics
-
-from .conftest import Launched, wait_for
+from .conftest import Launched, live_metrics, run_live, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -49,31 +47,15 @@ def _joint_sub(observer, topic: str, store: list, sensor: bool = True) -> None:
 
 
 def test_live_estimates_track_truth_at_hop_rate(live_model: Path, ros_env, observer) -> None:
-    est: list = []
-    truth: list = []
-    _joint_sub(observer, "emg/joint_estimates", est)
-    _joint_sub(observer, "emg/ground_truth", truth, sensor=False)
-    run = Launched(ros_env, "autostart:=true", f"model_path:={live_model}")
-    try:
-        assert wait_for(lambda: len(est) > 0, 60.0), run.text()
-        est.clear()
-        time.sleep(8.0)
-        got = list(est)
-    finally:
-        code = run.stop()
-    assert code == 0, run.text()
+    got, truth, code, text = run_live(observer, ros_env, live_model)
+    assert code == 0, text
     stamps = np.array([e[0] for e in got])
-    span = (stamps[-1] - stamps[0]) * 1e-9
-    rate = (len(got) - 1) / span
+    rate = (len(got) - 1) / ((stamps[-1] - stamps[0]) * 1e-9)
     assert 45.0 <= rate <= 55.0, rate  # hop 20 ms
     assert got[0][3] == ["elbow_flexion", "wrist_flexion"]
-    ts = np.array([t[0] for t in truth])
-    ty = np.array([t[2] for t in truth])
-    ey = np.array([e[2] for e in got])
-    true_at = np.stack([np.interp(stamps, ts, ty[:, j]) for j in range(ty.shape[1])], axis=1)
-    m = metrics(true_at, ey, got[0][3])
+    m = live_metrics(got, truth)
     assert m["mean"]["cc"] > CC_FLOOR, m
-    assert np.all(np.isfinite(ey))
+    assert np.all(np.isfinite([e[2] for e in got]))
 
 
 def test_lifecycle_nodes_start_inactive(live_model: Path, ros_env, observer) -> None:

@@ -9,15 +9,13 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
 from emg_rcnn_ros.bags import load_bag
-from emg_rcnn_ros.core.evaluate import metrics
 from emg_rcnn_ros.share import default_params_file
 
-from .conftest import Launched, trigger, wait_for
+from .conftest import Launched, live_metrics, run_live, trigger, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -34,7 +32,6 @@ def _params(tmp_path: Path, **trainer: object) -> Path:
 
 
 def test_record_train_and_estimate(ros_env, observer, tmp_path: Path) -> None:
-    from sensor_msgs.msg import JointState
     from std_msgs.msg import String
 
     progress: list[str] = []
@@ -57,28 +54,8 @@ def test_record_train_and_estimate(ros_env, observer, tmp_path: Path) -> None:
         assert progress[-1] == f"training finished: {tmp_path / 'models' / 's07'}", progress
     finally:
         rec.stop()
-    model = tmp_path / "models" / "s07"
-    est, truth = [], []
-
-    def keep(store):
-        return lambda m: store.append((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec, list(m.position)))
-
-    from rclpy.qos import qos_profile_sensor_data
-
-    observer.node.create_subscription(JointState, "emg/joint_estimates", keep(est), qos_profile_sensor_data)
-    observer.node.create_subscription(JointState, "emg/ground_truth", keep(truth), 100)
-    live = Launched(ros_env, "autostart:=true", f"model_path:={model}")
-    try:
-        assert wait_for(lambda: len(est) > 0, 60.0), live.text()
-        est.clear()
-        time.sleep(8.0)
-        got = list(est)
-    finally:
-        live.stop()
-    stamps = np.array([e[0] for e in got])
-    ts, ty = np.array([t[0] for t in truth]), np.array([t[1] for t in truth])
-    true_at = np.stack([np.interp(stamps, ts, ty[:, j]) for j in range(ty.shape[1])], axis=1)
-    m = metrics(true_at, np.array([e[1] for e in got]), ["elbow_flexion", "wrist_flexion"])
+    got, truth, code, text = run_live(observer, ros_env, tmp_path / "models" / "s07")
+    m = live_metrics(got, truth)
     assert m["mean"]["cc"] > CC_FLOOR, m
 
 
