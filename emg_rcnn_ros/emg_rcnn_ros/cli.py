@@ -56,7 +56,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     mcfg = ModelConfig(arch=a.arch, history=a.history)
     mcfg.validate()
     tcfg = TrainConfig(epochs=a.epochs, seed=a.seed, device=a.device, batch_size=a.batch_size, lr=a.lr,
-                       patience=a.patience)
+                       patience=a.patience, refit_features=not a.keep_normaliser)
     tcfg.validate()
     from .core.bundle import load_bundle, save_bundle
     from .core.train import train
@@ -115,7 +115,7 @@ def cmd_import(a: argparse.Namespace) -> int:
 def cmd_replay(a: argparse.Namespace) -> int:
     from .replay import replay
 
-    n = replay(Path(a.bag), rate=a.rate, loop=a.loop, namespace=a.namespace)
+    n = replay(Path(a.bag), rate=a.rate, loop=a.loop, namespace=a.namespace, wait=a.wait)
     print(f"replayed {n} messages from {a.bag}")
     return 0
 
@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--device", choices=["cpu", "cuda"], default=t.device)
     tr.add_argument("--init-from", help="fine-tune from this bundle (recalibration)")
+    tr.add_argument("--keep-normaliser", action="store_true",
+                    help="with --init-from: keep the bundle's feature normalisation instead of re-fitting it")
     tr.add_argument("--window", type=float, default=d.window, help="s")
     tr.add_argument("--hop", type=float, default=d.hop, help="s")
     tr.add_argument("--bands", type=int, default=d.bands)
@@ -184,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--rate", type=float, default=1.0)
     rp.add_argument("--loop", action="store_true")
     rp.add_argument("--namespace", default="")
+    rp.add_argument("--wait", type=float, default=2.0, help="seconds to wait for subscribers before starting")
     rp.set_defaults(fn=cmd_replay)
     return p
 

@@ -9,9 +9,11 @@ from pathlib import Path
 from .bags import EMG_TYPE, JOINT_TYPE
 
 
-def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = "") -> int:
+def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = "", wait: float = 2.0) -> int:
     """Publish every EmgArray and JointState of the bag (as recorded, serialized) paced by the
-    bag's log times scaled by `rate`. Returns the number of messages published."""
+    bag's log times scaled by `rate`, after waiting up to `wait` seconds for a subscriber on every
+    topic (so that the start of a recording is not lost to discovery). Returns the number of
+    messages published."""
     import rclpy
     from emg_rcnn_ros_msgs.msg import EmgArray
     from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -35,9 +37,12 @@ def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = ""
             else:
                 pubs[topic] = node.create_publisher(JointState, topic, QoSProfile(depth=100))
     sent = 0
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+        time.sleep(0.02)
     try:
         while True:
-            t_bag0, t_wall0 = events[0][0], time.monotonic() + 0.5  # let subscribers discover us
+            t_bag0, t_wall0 = events[0][0], time.monotonic() + 0.1
             for ts, topic, _, raw in events:
                 delay = t_wall0 + (ts - t_bag0) * 1e-9 / rate - time.monotonic()
                 if delay > 0:

@@ -60,8 +60,14 @@ def test_record_train_and_estimate(ros_env, observer, tmp_path: Path) -> None:
 
 
 def test_sigint_while_recording_leaves_a_readable_bag(ros_env, observer, tmp_path: Path) -> None:
+    from emg_rcnn_ros_msgs.msg import EmgArray
+    from rclpy.qos import qos_profile_sensor_data
+
+    flowing: list = []
+    observer.node.create_subscription(EmgArray, "emg/raw", flowing.append, qos_profile_sensor_data)
     rec = Launched(ros_env, "autostart:=true", "subject:=s01", f"params_file:={_params(tmp_path)}", graph="record")
     try:
+        assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()  # the amplifier is streaming
         r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
         assert r.success, r.message
         time.sleep(3.0)

@@ -81,6 +81,7 @@ class TrainConfig:
     gain_jitter: float = 0.25  # per-channel amplitude augmentation (+-25 %): electrode/skin changes
     seed: int = 0
     device: str = "cpu"
+    refit_features: bool = True  # fine-tuning (--init-from): re-fit feature normalisation on the new data
     max_threads: int = 0  # 0 = torch default
 
     def validate(self) -> None:

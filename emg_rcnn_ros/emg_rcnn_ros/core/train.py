@@ -152,12 +152,15 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         fcfg, mcfg, joint_names = init_from.features, init_from.model_cfg, init_from.joint_names
     corpus = build_corpus(sessions, fcfg, mcfg.history, tcfg.val_fraction, joint_names)
     C, B, J = corpus.feats.shape[1], corpus.feats.shape[2], corpus.targets.shape[1]
+    train_frames = np.unique(np.concatenate([corpus.train_ends - k for k in range(mcfg.history)]))
+    norm = Normaliser.fit(corpus.feats[train_frames], corpus.targets[train_frames])
     if init_from is not None:
         init_from.check_stream(corpus.rate, C)
-        norm = init_from.normaliser
-    else:
-        train_frames = np.unique(np.concatenate([corpus.train_ends - k for k in range(mcfg.history)]))
-        norm = Normaliser.fit(corpus.feats[train_frames], corpus.targets[train_frames])
+        old = init_from.normaliser
+        # Recalibration: electrode shift and skin/gain changes move each channel's log power, so the
+        # feature statistics are re-fitted on the new session; the joint scale stays the model's.
+        norm = (Normaliser(norm.feat_mean, norm.feat_std, old.target_mean, old.target_std)
+                if tcfg.refit_features else old)
     xs, ys = norm.features(corpus.feats), norm.targets(corpus.targets)
     if mcfg.arch == "svr":
         ends = corpus.train_ends
