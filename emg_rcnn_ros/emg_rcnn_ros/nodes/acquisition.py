@@ -68,9 +68,10 @@ class Acquisition(LifecycleNode):
         self.channel_names = names
         self.frame_id = str(param(self, "frame_id"))
         self.chunk_n = max(1, int(round(float(param(self, "chunk_duration")) * self.source.rate)))
-        self.pub = self.create_lifecycle_publisher(EmgArray, "emg/raw", qos_profile_sensor_data)
-        self.truth_pub = self.create_lifecycle_publisher(JointState, "emg/ground_truth", 10)
-        self.diag = Diagnostics(self, self._diag_values)
+        if self.diag is None:  # publishers outlive cleanup/configure cycles: made once
+            self.pub = self.create_lifecycle_publisher(EmgArray, "emg/raw", qos_profile_sensor_data)
+            self.truth_pub = self.create_lifecycle_publisher(JointState, "emg/ground_truth", 10)
+            self.diag = Diagnostics(self, self._diag_values)
         self.get_logger().info(f"configured: {driver}, {self.source.channels} channels at {self.source.rate:g} Hz, "
                                f"{self.chunk_n} samples per message")
         return TransitionCallbackReturn.SUCCESS

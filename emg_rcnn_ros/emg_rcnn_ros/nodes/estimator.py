@@ -68,10 +68,10 @@ class Estimator(LifecycleNode):
         self.last_seq: int | None = None
         self.last_input_ns = 0
         self.timed_out = False
-        self.pub = self.create_lifecycle_publisher(JointState, "emg/joint_estimates", qos_profile_sensor_data)
-        topic = str(param(self, "command_topic"))
-        self.cmd_pub = self.create_lifecycle_publisher(Float64MultiArray, topic, 1) if topic else None
-        if self.diag is None:
+        if self.diag is None:  # publishers outlive cleanup/configure cycles: made once
+            self.pub = self.create_lifecycle_publisher(JointState, "emg/joint_estimates", qos_profile_sensor_data)
+            topic = str(param(self, "command_topic"))
+            self.cmd_pub = self.create_lifecycle_publisher(Float64MultiArray, topic, 1) if topic else None
             self.diag = Diagnostics(self, self._diag_values)
         self.get_logger().info(f"configured: {self.bundle.model_cfg.arch} from {path}, joints {self.names}")
         return TransitionCallbackReturn.SUCCESS
@@ -130,14 +130,19 @@ class Estimator(LifecycleNode):
         if key != self.stream:
             try:
                 self.bundle.check_stream(*key)
-                if int(msg.num_bins) != int(self.bundle.config["bands"]):
-                    raise ValueError(f"{msg.num_bins} bands per frame, the model expects {self.bundle.config['bands']}")
+                layout = FrameLayout.build(self.bundle.features, key[0])
+                if int(msg.num_bins) != len(layout.centres) or not np.allclose(msg.frequencies, layout.centres,
+                                                                               atol=1e-3):
+                    raise ValueError(f"frames have {msg.num_bins} bands at other frequencies than the model's")
+                if abs(msg.window_duration - layout.window_n / key[0]) > 1e-6:
+                    raise ValueError(f"frames use a {msg.window_duration:g} s window, the model "
+                                     f"{layout.window_n / key[0]:g} s")
             except ValueError as exc:
                 self.rejected += 1
                 self.get_logger().error(f"frames rejected: {exc}", throttle_duration_sec=5.0)
                 return
             self.stream = key
-            self.hop_n = FrameLayout.build(self.bundle.features, key[0]).hop_n
+            self.hop_n = layout.hop_n
             self.last_seq = None
             self.pending = []
             self.predictor.reset()

@@ -52,6 +52,8 @@ class Features(Node):
             "resets": self.resets, "bad_messages": self.bad})
 
     def _feature_config(self) -> FeatureConfig:
+        """The bundle's settings when model_path names a readable bundle, else the parameters
+        (the estimator refuses frames whose layout does not match its model)."""
         path = str(param(self, "model_path"))
         if path:
             cfile = Path(path) / "config.json"
@@ -60,7 +62,7 @@ class Features(Node):
                 self.get_logger().info(f"feature settings from {cfile}")
                 return cfg
             except (OSError, KeyError, ValueError) as exc:
-                raise SystemExit(f"emg_features: cannot read feature settings from {cfile}: {exc}") from exc
+                self.get_logger().warn(f"cannot read feature settings from {cfile} ({exc}); using parameters")
         try:
             return from_dict(FeatureConfig, {k: param(self, k) for k in to_dict(FeatureConfig())})
         except ConfigError as exc:
