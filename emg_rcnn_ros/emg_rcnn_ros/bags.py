@@ -10,7 +10,11 @@ segments that no analysis window crosses."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import struct
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ EMG_TYPE = "emg_rcnn_ros_msgs/msg/EmgArray"
 JOINT_TYPE = "sensor_msgs/msg/JointState"
 EMG_TOPIC = "emg/raw"
 BAG_VERSION = 8  # read by rosbag2 on Jazzy and Kilted
+SIDECAR = "recording.json"  # custom data, readable even when the recorder was killed
 
 # The message definition, as in emg_rcnn_ros_msgs/msg/EmgArray.msg (a test keeps them equal).
 EMG_ARRAY_MSG = """\
@@ -65,6 +70,8 @@ class BagRecorder:
         for k, v in custom_data.items():
             self.writer.set_custom_data(k, str(v))
         self.writer.open()
+        # A sidecar with the same description: the bag's metadata.yaml is written only on close.
+        (self.path / SIDECAR).write_text(json.dumps({**custom_data, "joint_topic": joint_topic}, indent=1))
         store = typestore()
         self.connections = {
             EMG_TOPIC: self.writer.add_connection(EMG_TOPIC, EMG_TYPE, typestore=store),
@@ -78,13 +85,18 @@ class BagRecorder:
         self.counts[topic] += 1
 
     def flush(self) -> None:
+        """Make everything written so far survive a crash (SIGKILL, power loss): close the mcap
+        chunk and sync the file, or commit the sqlite3 transaction."""
         storage = self.writer.storage
-        close_chunk = getattr(storage, "close_chunk", None)
-        if close_chunk is not None:
-            close_chunk()
+        if hasattr(storage, "close_chunk") and getattr(storage.chunk, "message_start_time", None) is not None:
+            storage.close_chunk()
         f = getattr(storage, "bio", None)
         if f is not None:
             f.flush()
+            os.fsync(f.fileno())
+        conn = getattr(storage, "conn", None)
+        if conn is not None:
+            conn.commit()
 
     def close(self) -> None:
         if not self.closed:
@@ -186,7 +198,79 @@ def _assemble(path: Path, chunks: list, joints: list) -> Session:
                    segments=[(a, b) for a, b in segments])
 
 
+def is_partial_bag(path: Path) -> bool:
+    """A recording whose writer never closed (killed): storage files without metadata.yaml."""
+    return not is_bag(path) and (path / SIDECAR).is_file()
+
+
+def scan_partial(path: Path) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, type, log time, CDR) of every complete message of an unclosed bag: mcap records up
+    to the last complete chunk (mcap's stream reader), or committed sqlite3 rows."""
+    for f in sorted(path.glob("*.mcap")):
+        from mcap.exceptions import McapError
+        from mcap.records import Channel, Message, Schema
+        from mcap.stream_reader import StreamReader
+
+        schemas: dict[int, str] = {}
+        channels: dict[int, tuple[str, str]] = {}
+        with open(f, "rb") as stream:
+            try:
+                for rec in StreamReader(stream, skip_magic=False).records:
+                    if isinstance(rec, Schema):
+                        schemas[rec.id] = rec.name
+                    elif isinstance(rec, Channel):
+                        channels[rec.id] = (rec.topic, schemas.get(rec.schema_id, ""))
+                    elif isinstance(rec, Message) and rec.channel_id in channels:
+                        topic, name = channels[rec.channel_id]
+                        yield topic, name, rec.log_time, rec.data
+            except (McapError, EOFError, ValueError, struct.error):
+                return  # the end of what was written before the crash
+    for f in sorted(path.glob("*.db3")):
+        con = sqlite3.connect(f"file:{f}?mode=ro", uri=True)
+        try:
+            topics = {i: (n, t) for i, n, t in con.execute("SELECT id, name, type FROM topics")}
+            for tid, ts, data in con.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY timestamp"):
+                yield (*topics[tid], ts, bytes(data))
+        finally:
+            con.close()
+
+
+def load_partial(path: Path) -> Session:
+    """An unclosed recording as a session, up to its last flush."""
+    side = json.loads((path / SIDECAR).read_text())
+    joint_topic = side.get("joint_topic", "emg/ground_truth")
+    store = typestore()
+    chunks, joints = [], []
+    for topic, msgtype, _, raw in scan_partial(path):
+        if msgtype == EMG_TYPE:
+            m = store.deserialize_cdr(raw, EMG_TYPE)
+            n = int(m.num_samples)
+            chunks.append((int(m.sequence), _stamp_ns(m.header), float(m.sample_rate), list(m.channel_names),
+                           np.asarray(m.data, np.float32).reshape(n, -1)))
+        elif msgtype == JOINT_TYPE and topic == joint_topic:
+            m = store.deserialize_cdr(raw, JOINT_TYPE)
+            joints.append((_stamp_ns(m.header), list(m.name), np.asarray(m.position, float)))
+    return _assemble(path, chunks, joints)
+
+
+def recover(path: Path, out: Path) -> Path:
+    """Rewrite the readable part of an unclosed recording as a complete bag at `out` (for
+    `ros2 bag play` and other tools); the original is left as it is."""
+    side = json.loads((path / SIDECAR).read_text())
+    joint_topic = side.pop("joint_topic", "emg/ground_truth")
+    storage = "sqlite3" if any(path.glob("*.db3")) else "mcap"
+    rec = BagRecorder(out, storage, {k: str(v) for k, v in side.items()}, joint_topic)
+    try:
+        for topic, _, ts, raw in scan_partial(path):
+            if topic in rec.connections:
+                rec.write(topic, ts, raw)
+    finally:
+        rec.close()
+    return out
+
+
 DIR_LOADERS.append((is_bag, load_bag))
+DIR_LOADERS.append((is_partial_bag, load_partial))
 
 
 def write_session_bag(session: Session, path: str | Path, storage: str = "mcap", chunk: float = 0.01,

@@ -112,6 +112,20 @@ def cmd_import(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(a: argparse.Namespace) -> int:
+    from .bags import is_partial_bag, recover
+
+    bag = Path(a.bag)
+    if not is_partial_bag(bag):
+        raise ValueError(f"{bag}: not an unclosed recording (needs recording.json and no metadata.yaml)")
+    if Path(a.out).exists():
+        raise ValueError(f"{a.out} exists (nothing is overwritten)")
+    recover(bag, Path(a.out))
+    session = load_session(a.out)
+    print(f"recovered {session.duration:.1f} s of EMG from {bag} into {a.out}")
+    return 0
+
+
 def cmd_replay(a: argparse.Namespace) -> int:
     from .replay import replay
 
@@ -180,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     im.add_argument("--joint-topic", default="emg/ground_truth")
     im.set_defaults(fn=cmd_import)
+
+    rc = sub.add_parser("recover", help="a killed recording (no metadata.yaml) -> a complete bag")
+    rc.add_argument("bag")
+    rc.add_argument("--out", required=True)
+    rc.set_defaults(fn=cmd_recover)
 
     rp = sub.add_parser("replay", help="publish a bag's EMG and ground truth with the original timing")
     rp.add_argument("bag")

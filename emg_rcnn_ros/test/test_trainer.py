@@ -87,3 +87,41 @@ def test_recording_is_refused_when_the_disk_is_too_full(ros_env, observer, tmp_p
         rec.stop()
     assert not r.success and "min_free_space" in r.message
     assert not (tmp_path / "data" / "s02").exists() or not any((tmp_path / "data" / "s02").iterdir())
+
+
+def test_sigkill_while_recording_keeps_all_but_the_last_second(ros_env, observer, tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from emg_rcnn_ros_msgs.msg import EmgArray
+    from rclpy.qos import qos_profile_sensor_data
+
+    from emg_rcnn_ros.core.sessions import load_session
+
+    from .conftest import run_cli
+
+    flowing: list = []
+    observer.node.create_subscription(EmgArray, "emg/raw", flowing.append, qos_profile_sensor_data)
+    rec = Launched(ros_env, "autostart:=true", "subject:=s03", f"params_file:={_params(tmp_path)}", graph="record")
+    try:
+        assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+        assert r.success, r.message
+        t_start = time.monotonic()
+        time.sleep(4.0)
+        pids = subprocess.run(["pgrep", "-P", str(rec.proc.pid)], capture_output=True, text=True).stdout.split()
+        trainer = [p for p in pids if b"emg_trainer" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(trainer) == 1
+        os.kill(int(trainer[0]), signal.SIGKILL)
+        recorded = time.monotonic() - t_start
+    finally:
+        rec.stop()
+    bag = Path(r.message)
+    assert not (bag / "metadata.yaml").exists()  # the writer never closed
+    session = load_session(bag)  # read up to the last flush
+    assert recorded - 1.5 <= session.duration <= recorded + 0.1, (session.duration, recorded)
+    out = tmp_path / "recovered"
+    res = run_cli("recover", str(bag), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert (out / "metadata.yaml").exists()
+    assert abs(load_session(out).duration - session.duration) < 1e-9
