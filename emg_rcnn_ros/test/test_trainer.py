@@ -125,3 +125,68 @@ def test_sigkill_while_recording_keeps_all_but_the_last_second(ros_env, observer
     assert res.returncode == 0, res.stderr
     assert (out / "metadata.yaml").exists()
     assert abs(load_session(out).duration - session.duration) < 1e-9
+
+
+def test_full_disk_stops_recording_cleanly(ros_env, observer, tmp_path: Path) -> None:
+    """A file-size limit (RLIMIT_FSIZE, as a full disk) makes writes fail mid-recording: the
+    recording stops with an error, the node keeps serving, and what was written stays readable."""
+    import shutil
+    import subprocess
+
+    from emg_rcnn_ros.core.sessions import load_session
+
+    from .conftest import executable
+
+    if shutil.which("prlimit") is None:
+        pytest.skip("prlimit (util-linux) is not installed")
+    cmd = ["prlimit", "--fsize=400000", "--", executable("emg-rcnn-ros"), "launch", "record", "autostart:=true",
+           "subject:=s04", f"params_file:={_params(tmp_path)}"]
+    proc = subprocess.Popen(cmd, env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    import threading
+
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+        assert r.success, r.message
+        assert wait_for(lambda: any("stopped:" in ln for ln in lines), 30.0), "".join(lines)
+        again = trigger(observer, "/emg_trainer/stop_recording")
+        assert not again.success and again.message == "not recording"  # the node is alive and serving
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    session = load_session(Path(r.message))
+    assert session.duration > 1.0
+
+
+def test_guided_calibration_prompts_and_records_each_trial(ros_env, observer, tmp_path: Path) -> None:
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    from emg_rcnn_ros.core.sessions import load_session
+
+    prompts: list[str] = []
+    observer.node.create_subscription(String, "/emg_trainer/prompt", lambda m: prompts.append(m.data),
+                                      QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    params = _params(tmp_path, calibration_trials=["reach forward:1.5", "rotate the wrist:1.5"],
+                     calibration_rest=0.5, session="cal")
+    rec = Launched(ros_env, "autostart:=true", "subject:=s05", f"params_file:={params}", graph="record")
+    try:
+        from emg_rcnn_ros_msgs.msg import EmgArray
+        from rclpy.qos import qos_profile_sensor_data
+
+        flowing: list = []
+        observer.node.create_subscription(EmgArray, "emg/raw", flowing.append, qos_profile_sensor_data)
+        assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()
+        r = trigger(observer, "/emg_trainer/calibrate", timeout=60.0)
+        assert r.success, r.message
+        assert not trigger(observer, "/emg_trainer/start_recording").success  # busy while guiding
+        assert wait_for(lambda: any(p.startswith("calibration done") for p in prompts), 20.0), prompts
+    finally:
+        rec.stop()
+    assert [p.split(":")[0] for p in prompts] == ["trial 1/2 in 0.5 s", "trial 1/2", "trial 2/2 in 0.5 s",
+                                                 "trial 2/2", "calibration done"]
+    assert "GO - reach forward" in prompts[1]
+    for k in (1, 2):
+        s = load_session(tmp_path / "data" / "s05" / f"cal-trial{k}")
+        assert 1.0 < s.duration < 2.0

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from emg_rcnn_ros_msgs.msg import EmgArray
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
@@ -47,6 +47,10 @@ class Trainer(Node):
             ("notes", "", "free text stored in each bag's metadata"),
             ("train_arch", "rcnn", "architecture trained by ~/train: rcnn | cnn | svr"),
             ("train_epochs", 40, "maximum epochs of ~/train"),
+            ("calibration_trials", ["elbow flexion and extension:20", "wrist flexion and extension:20",
+                                    "elbow and wrist together, freely:30"],
+             "guided calibration (~/calibrate): 'prompt:seconds' per trial, each recorded as its own session"),
+            ("calibration_rest", 5.0, "guided calibration: rest before each trial (s)"),
         ):
             declare(self, name, default, desc)
         self.recorder: BagRecorder | None = None
@@ -64,6 +68,11 @@ class Trainer(Node):
         self.create_service(Trigger, "~/start_recording", self._start)
         self.create_service(Trigger, "~/stop_recording", self._stop)
         self.create_service(Trigger, "~/train", self._train)
+        self.create_service(Trigger, "~/calibrate", self._calibrate)
+        latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.prompt = self.create_publisher(String, "~/prompt", latched)
+        self.plan: list[tuple[float, str, str | None]] = []  # (time, prompt, session to start or None: stop)
+        self.create_timer(0.05, self._guide)
         self.create_timer(1.0, self._flush)
         self.diag = Diagnostics(self, self._diag_values)
 
@@ -73,11 +82,17 @@ class Trainer(Node):
         return Path(str(param(self, "data_dir"))) / str(param(self, "subject")) / name
 
     def _start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        if self.plan:
+            response.success, response.message = False, "busy: guided calibration running"
+            return response
+        return self._start_at(self._session_dir(), response)
+
+    def _start_at(self, path: Path, response: Trigger.Response | None = None) -> Trigger.Response:
+        response = response or Trigger.Response()
         with self.lock:
             if self.recorder is not None:
                 response.success, response.message = False, f"already recording to {self.recorder.path}"
                 return response
-            path = self._session_dir()
             root = path.parent
             root.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(root).free
@@ -130,17 +145,19 @@ class Trainer(Node):
                 return
             try:
                 rec.write(topic, self.get_clock().now().nanoseconds, raw)
-            except OSError as exc:  # disk full: stop cleanly, keeping what was written
-                self.errors += 1
-                self.get_logger().error(f"write failed ({exc}): recording stopped")
-                self.recorder = None
-                threading.Thread(target=self._close_quietly, args=(rec,), daemon=True).start()
+            except OSError as exc:
+                self._fail(rec, exc)
 
-    def _close_quietly(self, rec: BagRecorder) -> None:
+    def _fail(self, rec: BagRecorder, exc: OSError) -> None:
+        """A write error (disk full, file too large): stop recording, keep what was written (the
+        last flush is readable; closing may still add the rest). Called with the lock held."""
+        self.errors += 1
+        self.recorder = None
+        self.get_logger().error(f"recording to {rec.path} stopped: {exc}")
         try:
             rec.close()
-        except OSError as exc:
-            self.get_logger().error(f"closing {rec.path} after a write error: {exc}")
+        except (OSError, ValueError) as close_exc:
+            self.get_logger().error(f"{rec.path} left unclosed ({close_exc}): readable up to the last flush")
 
     def _on_emg(self, raw: bytes) -> None:
         if self.first_emg is None:
@@ -158,11 +175,51 @@ class Trainer(Node):
             try:
                 rec.flush()
             except OSError as exc:
-                self.get_logger().error(f"flush failed: {exc}")
+                self._fail(rec, exc)
+                return
         root = rec.path.parent
         if shutil.disk_usage(root).free < 0.1 * float(param(self, "min_free_space")):
             self.get_logger().error("disk almost full: recording stopped")
             self._close("stopped: disk almost full")
+
+    # guided calibration --------------------------------------------------------------------
+    def _calibrate(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Plan rest / trial / rest / trial ... with prompts; each trial is recorded as a session."""
+        if self.recorder is not None or self.plan:
+            response.success, response.message = False, "busy: recording or calibrating"
+            return response
+        trials = []
+        for item in param(self, "calibration_trials"):
+            prompt, _, secs = str(item).rpartition(":")
+            try:
+                trials.append((prompt.strip(), float(secs)))
+            except ValueError:
+                response.success, response.message = False, f"calibration_trials entry '{item}' is not 'prompt:seconds'"
+                return response
+        rest = float(param(self, "calibration_rest"))
+        base = str(param(self, "session")) or time.strftime("%Y%m%d-%H%M%S")
+        t = time.monotonic()
+        for k, (prompt, secs) in enumerate(trials, 1):
+            self.plan.append((t, f"trial {k}/{len(trials)} in {rest:g} s: {prompt} ({secs:g} s) - relax now", None))
+            t += rest
+            self.plan.append((t, f"trial {k}/{len(trials)}: GO - {prompt}", f"{base}-trial{k}"))
+            t += secs
+        self.plan.append((t, f"calibration done: {len(trials)} trials recorded; call ~/train", None))
+        response.success, response.message = True, f"{len(trials)} trials, {t - time.monotonic():.0f} s"
+        return response
+
+    def _guide(self) -> None:
+        while self.plan and self.plan[0][0] <= time.monotonic():
+            _, text, session = self.plan.pop(0)
+            self._close("trial over")
+            if session is not None:
+                path = Path(str(param(self, "data_dir"))) / str(param(self, "subject")) / session
+                res = self._start_at(path)
+                if not res.success:
+                    self.plan.clear()
+                    text = f"calibration stopped: {res.message}"
+            self.prompt.publish(String(data=text))
+            self.get_logger().info(f"prompt: {text}")
 
     # training ------------------------------------------------------------------------------
     def _train(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
