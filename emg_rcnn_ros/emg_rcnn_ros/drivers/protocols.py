@@ -39,7 +39,19 @@ class ParseStats:
     skipped_bytes: int = 0
 
 
-class FramedParser:
+class _ByteParser:
+    """What both parsers share: the byte buffer across reads and the counters."""
+
+    def __init__(self) -> None:
+        self.stats = ParseStats()
+        self._buf = bytearray()
+
+    def reset(self) -> None:
+        """Forget partial bytes (after a reconnection the stream starts afresh)."""
+        self._buf.clear()
+
+
+class FramedParser(_ByteParser):
     """Parser of the generic framed protocol; `channels`/`width` (bytes per sample, 2 or 3) are
     what the node was configured for: frames that disagree are counted corrupt, not trusted."""
 
@@ -50,12 +62,8 @@ class FramedParser:
             raise ValueError(f"sample width must be 2 (int16) or 3 (int24) bytes, got {width}")
         if not 1 <= channels <= MAX_CHANNELS:
             raise ValueError(f"channels must be 1..{MAX_CHANNELS}, got {channels}")
+        super().__init__()
         self.channels, self.width = channels, width
-        self.stats = ParseStats()
-        self._buf = bytearray()
-
-    def reset(self) -> None:
-        self._buf.clear()
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
@@ -121,18 +129,11 @@ def cyton_scale(gain: float) -> float:
     return 4.5 / gain / (2**23 - 1)
 
 
-class CytonParser:
+class CytonParser(_ByteParser):
     """0xA0 | sample number | 8 x int24 big-endian | 6 aux bytes | 0xC0-0xCF footer."""
 
     wrap = 256
     channels = CYTON_CHANNELS
-
-    def __init__(self) -> None:
-        self.stats = ParseStats()
-        self._buf = bytearray()
-
-    def reset(self) -> None:
-        self._buf.clear()
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
