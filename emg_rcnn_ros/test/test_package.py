@@ -100,3 +100,33 @@ def test_launch_files_build_descriptions_where_launch_ros_exists() -> None:
         desc = mod.generate_launch_description()
         declared = {a.name for a in desc.entities if hasattr(a, "default_value")}
         assert set(LAUNCH_ARGUMENTS) <= declared
+
+
+@pytest.mark.ros
+def test_every_declared_parameter_has_a_description_and_a_yaml_entry(monkeypatch) -> None:
+    """Real nodes, constructed in-process: what they declare is what config/ ships."""
+    import rclpy
+
+    from emg_rcnn_ros.nodes.acquisition import Acquisition
+    from emg_rcnn_ros.nodes.estimator import Estimator
+    from emg_rcnn_ros.nodes.features import Features
+    from emg_rcnn_ros.nodes.trainer import Trainer
+    from emg_rcnn_ros.share import default_params_file
+
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "OFF")
+    shipped = yaml.safe_load(default_params_file().read_text())
+    rclpy.init()
+    try:
+        for cls in (Acquisition, Features, Estimator, Trainer):
+            node = cls()
+            try:
+                declared = set(node._parameters) - {"use_sim_time", "start_type_description_service"}  # rclpy own
+                for name in declared:
+                    desc = node.describe_parameter(name)
+                    assert desc.description, f"{node.get_name()}.{name} has no description"
+                in_yaml = set(shipped[f"/**/{node.get_name()}"]["ros__parameters"])
+                assert declared == in_yaml, (node.get_name(), declared ^ in_yaml)
+            finally:
+                node.destroy_node()
+    finally:
+        rclpy.shutdown()
