@@ -119,7 +119,9 @@ def test_sigkill_while_recording_keeps_all_but_the_last_second(ros_env, observer
     bag = Path(r.message)
     assert not (bag / "metadata.yaml").exists()  # the writer never closed
     session = load_session(bag)  # read up to the last flush
-    assert recorded - 1.5 <= session.duration <= recorded + 0.1, (session.duration, recorded)
+    # At most the last second (one flush period, plus start-up) is lost. The bag may also hold a little
+    # EMG from before the start call: chunks still queued in the subscription when recording began.
+    assert recorded - 1.5 <= session.duration <= recorded + 1.0, (session.duration, recorded)
     out = tmp_path / "recovered"
     res = run_cli("recover", str(bag), "--out", str(out))
     assert res.returncode == 0, res.stderr
