@@ -104,10 +104,6 @@ class BagRecorder:
             self.writer.close()
 
 
-def serialize(msg: object, msgtype: str) -> bytes:
-    return bytes(typestore().serialize_cdr(msg, msgtype))
-
-
 def is_bag(path: Path) -> bool:
     return (path / "metadata.yaml").is_file()
 

@@ -101,12 +101,17 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(out: str) -> None:
+    """Bags are recordings: a command never writes over one."""
+    if Path(out).exists():
+        raise ValueError(f"{out} exists (nothing is overwritten)")
+
+
 def cmd_import(a: argparse.Namespace) -> int:
     from .bags import write_session_bag
 
     session = load_session(a.session)
-    if Path(a.out).exists():
-        raise ValueError(f"{a.out} exists (nothing is overwritten)")
+    _refuse_existing(a.out)
     write_session_bag(session, a.out, storage=a.storage, joint_topic=a.joint_topic)
     print(f"wrote bag {a.out} ({a.storage}) from {a.session}")
     return 0
@@ -118,8 +123,7 @@ def cmd_recover(a: argparse.Namespace) -> int:
     bag = Path(a.bag)
     if not is_partial_bag(bag):
         raise ValueError(f"{bag}: not an unclosed recording (needs recording.json and no metadata.yaml)")
-    if Path(a.out).exists():
-        raise ValueError(f"{a.out} exists (nothing is overwritten)")
+    _refuse_existing(a.out)
     recover(bag, Path(a.out))
     session = load_session(a.out)
     print(f"recovered {session.duration:.1f} s of EMG from {bag} into {a.out}")

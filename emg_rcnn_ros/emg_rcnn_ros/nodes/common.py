@@ -77,7 +77,7 @@ class Diagnostics:
         with self._lock:
             lat = np.array(self.latencies)
             self.latencies.clear()
-        kv = {k: v for k, v in self.values().items()}
+        kv = self.values()
         if lat.size:
             kv["latency_p50_ms"] = f"{np.percentile(lat, 50) * 1e3:.2f}"
             kv["latency_p99_ms"] = f"{np.percentile(lat, 99) * 1e3:.2f}"
