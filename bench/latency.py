@@ -68,11 +68,19 @@ def run_one(channels: int, duration: float, tmp: Path) -> dict:
     node = rclpy.create_node("latency_observer", context=ctx)
     rows: list[tuple[int, int]] = []
     diag: dict[str, dict[str, str]] = {}
+    stages: dict[str, list[tuple[float, float]]] = {}
+
+    def on_diag(m: DiagnosticArray) -> None:
+        for st in m.status:
+            kv = {v.key: v.value for v in st.values}
+            diag[st.name] = kv
+            if "latency_p50_ms" in kv:
+                stages.setdefault(st.name.rsplit("/", 1)[-1], []).append(
+                    (float(kv["latency_p50_ms"]), float(kv["latency_p99_ms"])))
     node.create_subscription(JointState, "emg/joint_estimates",
                              lambda m: rows.append((m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
                                                     time.time_ns())), qos_profile_sensor_data)
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: [
-        diag.__setitem__(st.name, {kv.key: kv.value for kv in st.values}) for st in m.status], 50)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
     ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
     ex.add_node(node)
     threading.Thread(target=lambda: _spin(ex), daemon=True).start()
@@ -90,6 +98,7 @@ def run_one(channels: int, duration: float, tmp: Path) -> dict:
         cpu0 = {p: cpu_seconds(p) for p in nodes}
         rows.clear()
         diag_before = {k: dict(v) for k, v in diag.items()}
+        stages.clear()
         t0 = time.monotonic()
         time.sleep(duration)
         wall = time.monotonic() - t0
@@ -118,6 +127,9 @@ def run_one(channels: int, duration: float, tmp: Path) -> dict:
             "output_rate_hz": round((len(got) - 1) / span, 2), "hop_rate_hz": 1 / HOP,
             "missing_frames": max(0, expected - len(np.unique(stamps))),
             "latency": {**percentiles(lat), "max_ms": round(float(lat.max() * 1e3), 3)},
+            # each node's own stamp-to-publish latency, per 1 s diagnostics interval: median p50, worst p99
+            "stage_latency_ms": {k: {"p50": float(np.median([a for a, _ in v])), "p99_worst": max(b for _, b in v)}
+                                 for k, v in stages.items()},
             "feature_resets": counter("emg_features", "resets"),
             "estimator_skipped_frames": counter("emg_estimator", "skipped_frames"),
             "acquisition_dropped_samples": counter("emg_acquisition", "dropped_samples"),

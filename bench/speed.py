@@ -3,7 +3,8 @@
     python bench/speed.py [--out runs/speed.json] [--device cuda]
 
 - inference of one estimate (batch 1, 10 frames, 8 channels) on one CPU thread, p50/p99:
-  the whole window (Bundle.predict) and the live path (StreamingPredictor.push: one new frame);
+  the whole window (Bundle.predict, torch) and the live path (StreamingPredictor.push: one new
+  frame, numpy), hot and paced at 50 Hz, beside the same streaming step in torch;
 - framing throughput (conditioning + Hamming STFT + bands) for 16 channels at 2 kHz, as a multiple
   of real time, offline and streaming in 10 ms chunks;
 - training time of the default RCNN on 5 minutes of simulated 8-channel 2 kHz data."""
@@ -11,12 +12,14 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, machine, percentiles, session_from  # noqa: E402
@@ -30,7 +33,24 @@ from emg_rcnn_ros.core.sim import SimConfig, simulate_session  # noqa: E402
 from emg_rcnn_ros.core.train import train  # noqa: E402
 
 
-def inference(arch: str, n: int = 3000) -> dict:
+def _timed(step, inputs, warm: int = 50, pause: float = 0.0) -> dict:
+    """p50/p99 of step(x) over inputs after `warm` calls; `pause` s of sleep before each call
+    models a node woken once per frame (caches cold), 0 a hot loop."""
+    times = []
+    for i, x in enumerate(inputs):
+        if pause:
+            time.sleep(pause)
+        t = time.perf_counter()
+        step(x)
+        if i >= warm:
+            times.append(time.perf_counter() - t)
+    return percentiles(times)
+
+
+def inference(arch: str, n: int = 3000, n_paced: int = 300) -> dict:
+    """One estimate, batch 1, one thread: the whole window through torch (Bundle.predict), the live
+    path (StreamingPredictor.push, numpy) and, for reference, the same streaming step in torch;
+    hot and paced at the 50 Hz frame rate."""
     torch.set_num_threads(1)
     mcfg, fcfg, C, B, J = ModelConfig(arch=arch), FeatureConfig(), 8, 24, 2
     model = build_torch_model(mcfg, C, B, J).eval()
@@ -39,21 +59,24 @@ def inference(arch: str, n: int = 3000) -> dict:
     b = Bundle(Path("-"), {"bands": B, "channels": C}, fcfg, mcfg, norm, model)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 10, C, B)).astype(np.float32)
-    whole = []
-    for i in range(n + 50):
-        t = time.perf_counter()
-        b.predict(x)
-        if i >= 50:
-            whole.append(time.perf_counter() - t)
-    sp = StreamingPredictor(b)
-    live = []
     frames = rng.normal(size=(n + 50, C, B)).astype(np.float32)
-    for i, f in enumerate(frames):
-        t = time.perf_counter()
-        sp.push(f)
-        if i >= 50:
-            live.append(time.perf_counter() - t)
-    return {"window_predict": percentiles(whole), "streaming_push": percentiles(live)}
+    history: collections.deque = collections.deque(maxlen=mcfg.history)
+
+    @torch.inference_mode()
+    def torch_push(f: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(b.normaliser.features(f)[None])
+        if arch == "rcnn":
+            history.append(model.embed(t))
+            return model.recur(torch.cat(tuple(history))[None]).numpy() if len(history) == history.maxlen else None
+        history.append(t)
+        return model(torch.cat(tuple(history))[None]).numpy() if len(history) == history.maxlen else None
+
+    sp = StreamingPredictor(b)
+    paced = frames[: n_paced + 50]
+    return {"window_predict_torch": _timed(lambda _: b.predict(x), range(n + 50)),
+            "streaming_push": _timed(sp.push, frames), "streaming_push_at_50hz": _timed(sp.push, paced, pause=0.02),
+            "torch_streaming_reference": _timed(torch_push, frames),
+            "torch_streaming_reference_at_50hz": _timed(torch_push, paced, pause=0.02)}
 
 
 def framing(seconds: float = 60.0) -> dict:
@@ -89,7 +112,8 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--skip-training", action="store_true")
     a = p.parse_args()
-    res = {"machine": machine(), "torch_threads_inference": 1,
+    threadpool_limits(1)  # as in the nodes
+    res = {"machine": machine(), "threads_inference": 1,
            "inference_rcnn": inference("rcnn"), "inference_cnn": inference("cnn"), "framing": framing()}
     if not a.skip_training:
         torch.set_num_threads(torch.get_num_threads() if a.device == "cuda" else 2)

@@ -21,7 +21,7 @@ from .config import FeatureConfig, ModelConfig, from_dict
 from .dataset import Normaliser
 from .errors import BundleError, ConfigError
 from .frames import FrameLayout
-from .models import SvrModel, build_torch_model, predict_normalised
+from .models import CNN, RCNN, SvrModel, build_torch_model, predict_normalised
 
 FORMAT = "emg_rcnn_ros.bundle/1"
 CONFIG = "config.json"
@@ -175,17 +175,28 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 class StreamingPredictor:
-    """One estimate per new frame, for the live estimator. For the RCNN the per-frame CNN
-    embedding of each frame is computed once and kept (the history re-uses the last `history - 1`),
-    so an estimate costs one frame through the CNN plus the LSTM over the window; other
-    architectures stack raw frames. Equal to `Bundle.predict` on the same window."""
+    """One estimate per new frame, for the live estimator, computed in numpy from the bundle's
+    weights (core/inference.py says why). For the RCNN each frame's CNN embedding is computed once
+    and kept, since a frame sits in `history` windows: an estimate costs one frame through the CNN
+    and the LSTM over the window. The CNN and the SVR take the stacked normalised frames. Equal to
+    `Bundle.predict` on the same window (tests)."""
 
     def __init__(self, bundle: Bundle) -> None:
         import collections
 
+        from .inference import LSTMLast, compile_sequential
+
         self.bundle = bundle
         self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.history)
-        self.embeds = hasattr(bundle.model, "embed")
+        shape = (bundle.channels, int(bundle.config["bands"]))
+        m = bundle.model
+        self._frame = self._lstm = self._head = self._net = None
+        if isinstance(m, RCNN):
+            self._frame, _ = compile_sequential(m.frame_cnn, (1, *shape))
+            self._lstm = LSTMLast(m.lstm)
+            self._head, _ = compile_sequential(m.head, (m.lstm.hidden_size,))
+        elif isinstance(m, CNN):
+            self._net, _ = compile_sequential(m.net, (bundle.history, *shape))
 
     def reset(self) -> None:
         self.history.clear()
@@ -196,16 +207,17 @@ class StreamingPredictor:
 
     def push(self, frame: np.ndarray) -> np.ndarray | None:
         """Add a raw log-feature frame [C, bands]; returns joint angles [J] once the history is full."""
-        x = self.bundle.normaliser.features(frame[None])  # [1, C, bands]
-        if not self.embeds:
-            self.history.append(x[0])
-            if not self.ready:
-                return None
-            y = predict_normalised(self.bundle.model, np.stack(self.history)[None])
-            return self.bundle.normaliser.untarget(y)[0]
-        with torch.inference_mode():
-            self.history.append(self.bundle.model.embed(torch.from_numpy(x)))
-            if not self.ready:
-                return None
-            y = self.bundle.model.recur(torch.cat(tuple(self.history))[None]).numpy()
-        return self.bundle.normaliser.untarget(y)[0]
+        from .inference import run_layers
+
+        x = self.bundle.normaliser.features(frame)
+        self.history.append(run_layers(self._frame, x[None]) if self._frame else x)
+        if not self.ready:
+            return None
+        window = np.stack(self.history)
+        if self._lstm:
+            y = run_layers(self._head, self._lstm(window))
+        elif self._net:
+            y = run_layers(self._net, window)
+        else:
+            y = predict_normalised(self.bundle.model, window[None])[0]
+        return self.bundle.normaliser.untarget(y)

@@ -3,9 +3,10 @@ and optionally Float64MultiArray commands for a ros2_control forward_position_co
 
 Lifecycle node, starts inactive. configure loads and validates the model bundle (and fails,
 naming the reason, when it is missing, corrupt or mismatched); activate warms the model up and
-subscribes. The subscription callback only stores frames and triggers a guard condition; inference
-runs in that guard condition's callback (no thread hand-off, whose GIL switch interval would add
-milliseconds), feeding every stored frame to the model's history and publishing the newest estimate."""
+subscribes. The subscription (a FastSubscription: its own thread, see common.py) only stores frames;
+once the queued frames are taken, inference runs outside those callbacks, feeding every stored
+frame to the model's history and publishing the newest estimate. The input watchdog is the same
+thread's wait timing out: no timer wakes the node while frames flow."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
+from threadpoolctl import threadpool_limits
 
 from ..core.bundle import Bundle, StreamingPredictor, load_bundle
 from ..core.command import CommandShaper
 from ..core.frames import FrameLayout
-from .common import Diagnostics, Rate, declare, param, run
+from .common import Diagnostics, FastSubscription, Rate, declare, param, run
 from .convert import feature_frame, joint_state, to_ns
 
 
@@ -38,7 +40,7 @@ class Estimator(LifecycleNode):
             ("max_velocity", [float], "velocity limit per controller joint (rad/s); empty: 3.0"),
             ("smoothing_cutoff", 5.0, "low-pass cutoff of commands (Hz); 0 disables"),
             ("input_timeout", 0.1, "no features for this long (s): stop commands and report it"),
-            ("inference_threads", 1, "torch CPU threads for inference (the nodes share the cores)"),
+            ("inference_threads", 1, "BLAS and torch CPU threads for inference (the nodes share the cores)"),
         ):
             declare(self, name, default, desc)
         self.bundle: Bundle | None = None
@@ -46,6 +48,7 @@ class Estimator(LifecycleNode):
         self.rate_in, self.rate_out = Rate(), Rate()
         self.gaps = self.skipped = self.rejected = self.nonfinite = 0
         self.diag: Diagnostics | None = None
+        self.data: FastSubscription | None = None
 
     # lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -64,6 +67,7 @@ class Estimator(LifecycleNode):
         self.predictor = StreamingPredictor(self.bundle)
         self.pending: list[tuple[np.ndarray, int, bool]] = []
         self.stream: tuple[float, int] | None = None
+        self.restart = False
         self.hop_n = 0
         self.last_seq: int | None = None
         self.last_input_ns = 0
@@ -97,35 +101,45 @@ class Estimator(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         b = self.bundle
-        torch.set_num_threads(max(1, int(param(self, "inference_threads"))))
+        threads = max(1, int(param(self, "inference_threads")))
+        threadpool_limits(threads)
+        torch.set_num_threads(threads)
         warm = StreamingPredictor(b)
         for _ in range(2 * b.history):  # first calls allocate and pick kernels: keep that out of live latency
             warm.push(np.full((b.channels, int(b.config["bands"])), -20.0, np.float32))
         self.active = True
-        self.infer_gc = self.create_guard_condition(self._infer)
         depth1 = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                             durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
-        self.sub = self.create_subscription(EmgFeatures, "emg/features", self._on_frame, depth1)
-        timeout = float(param(self, "input_timeout"))
-        self.watchdog = self.create_timer(max(timeout / 4, 0.005), self._watchdog)
+        self.data = FastSubscription(self, EmgFeatures, "emg/features", depth1, self._on_frame, self._infer,
+                                     on_idle=self._watchdog, idle_timeout=max(float(param(self, "input_timeout")),
+                                                                              0.001))
         return super().on_activate(state)
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         self.active = False
-        self.destroy_guard_condition(self.infer_gc)
-        self.destroy_subscription(self.sub)
-        self.destroy_timer(self.watchdog)
+        self.data.close()
+        self.data = None
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self.bundle = None
         return TransitionCallbackReturn.SUCCESS
 
+    def close(self) -> None:
+        self.active = False
+        if self.data is not None:
+            self.data.close()
+            self.data = None
+
     # data path -----------------------------------------------------------------------------
     def _on_frame(self, msg: EmgFeatures) -> None:
         """Store only: validate the frame, extend the history, hand the newest window to inference."""
         self.rate_in.count += 1
         self.last_input_ns = self.get_clock().now().nanoseconds
+        if self.timed_out:
+            self.timed_out = False
+            self.diag.set(DiagnosticStatus.OK, "ok")
+            self.get_logger().info("EMG features are back: commands resume")
         key = (float(msg.sample_rate), int(msg.num_channels))
         if key != self.stream:
             try:
@@ -145,7 +159,7 @@ class Estimator(LifecycleNode):
             self.hop_n = layout.hop_n
             self.last_seq = None
             self.pending = []
-            self.predictor.reset()
+            self.restart = True  # the history is cleared by inference, which owns the predictor
         try:
             frame = feature_frame(msg)
         except ValueError:
@@ -160,8 +174,8 @@ class Estimator(LifecycleNode):
         self.last_seq = seq
         if self.pending:
             self.skipped += 1
-        self.pending.append((frame, to_ns(msg.header.stamp), reset))
-        self.infer_gc.trigger()
+        self.pending.append((frame, to_ns(msg.header.stamp), reset or self.restart))
+        self.restart = False
 
     def _infer(self) -> None:
         """Feed every stored frame to the model's history; publish the estimate of the newest."""
@@ -188,23 +202,22 @@ class Estimator(LifecycleNode):
                 self.cmd_pub.publish(Float64MultiArray(data=[float(v) for v in cmd]))
 
     def _watchdog(self) -> None:
+        """Runs when input_timeout passes without a frame."""
         silent = (self.get_clock().now().nanoseconds - self.last_input_ns) * 1e-9
-        timeout = float(param(self, "input_timeout"))
-        if self.last_input_ns and silent > timeout:
-            if not self.timed_out:
-                self.timed_out = True
-                if self.shaper is not None:
-                    self.shaper.reset()
-                self.get_logger().warn(f"no EMG features for {silent:.3f} s: commands stopped")
-            self.diag.set(DiagnosticStatus.WARN, f"no input for {silent:.2f} s: commands stopped")
-        elif self.timed_out and self.last_input_ns:
-            self.timed_out = False
-            self.diag.set(DiagnosticStatus.OK, "ok")
+        if not self.last_input_ns or silent < float(param(self, "input_timeout")):
+            return
+        if not self.timed_out:
+            self.timed_out = True
+            if self.shaper is not None:
+                self.shaper.reset()
+            self.get_logger().warn(f"no EMG features for {silent:.3f} s: commands stopped")
+        self.diag.set(DiagnosticStatus.WARN, f"no input for {silent:.2f} s: commands stopped")
 
     def _diag_values(self) -> dict[str, object]:
         return {"input_rate_hz": f"{self.rate_in.take():.1f}", "output_rate_hz": f"{self.rate_out.take():.1f}",
                 "frame_gaps": self.gaps, "skipped_frames": self.skipped, "rejected_frames": self.rejected,
-                "nonfinite_estimates": self.nonfinite, "commands_stopped": self.timed_out}
+                "nonfinite_estimates": self.nonfinite, "commands_stopped": self.timed_out,
+                "callback_errors": self.data.errors if self.data else 0}
 
 
 def main() -> int:

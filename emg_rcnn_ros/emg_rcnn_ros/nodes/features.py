@@ -16,7 +16,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from ..core.config import FeatureConfig, from_dict, to_dict
 from ..core.errors import ConfigError
 from ..core.frames import FeatureExtractor
-from .common import Diagnostics, Rate, declare, param, run
+from .common import Diagnostics, FastSubscription, Rate, declare, param, run
 from .convert import emg_features, emg_samples, to_ns
 
 
@@ -46,10 +46,13 @@ class Features(Node):
         # cost samples (each lost chunk resets the filters).
         raw_qos = QoSProfile(depth=50, reliability=qos_profile_sensor_data.reliability,
                              durability=qos_profile_sensor_data.durability)
-        self.sub = self.create_subscription(EmgArray, "emg/raw", self._on_emg, raw_qos)
         self.diag = Diagnostics(self, lambda: {
             "input_rate_hz": f"{self.rate_in.take():.1f}", "output_rate_hz": f"{self.rate_out.take():.1f}",
-            "resets": self.resets, "bad_messages": self.bad})
+            "resets": self.resets, "bad_messages": self.bad, "callback_errors": self.data.errors})
+        self.data = FastSubscription(self, EmgArray, "emg/raw", raw_qos, self._on_emg)  # last: it starts at once
+
+    def close(self) -> None:
+        self.data.close()
 
     def _feature_config(self) -> FeatureConfig:
         """The bundle's settings when model_path names a readable bundle, else the parameters
