@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import Launched, live_metrics, run_live, wait_for
+from .conftest import Launched, live_metrics, run_live, transition, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -89,7 +89,6 @@ def test_configure_fails_on_a_bad_model_path(ros_env, tmp_path: Path) -> None:
 def test_commands_respect_limits_and_stop_with_the_amplifier(live_model: Path, ros_env, observer,
                                                              tmp_path: Path) -> None:
     from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
     from std_msgs.msg import Float64MultiArray
 
     params = tmp_path / "p.yaml"
@@ -112,15 +111,25 @@ def test_commands_respect_limits_and_stop_with_the_amplifier(live_model: Path, r
         assert np.all(data[:, 1] >= 0.5 - 1e-9) and np.all(data[:, 1] <= 1.0 + 1e-9)
         assert np.all(np.abs(np.diff(data, axis=0)) <= 0.5 * 0.02 * 3 + 1e-9)  # velocity limit (stamps 20 ms apart)
         # The amplifier stops (deactivated): commands stop within the input timeout.
-        client = observer.node.create_client(ChangeState, "/emg_acquisition/change_state")
-        assert client.wait_for_service(timeout_sec=10.0)
-        fut = client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
-        assert wait_for(fut.done, 10.0) and fut.result().success
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
         t_stop = time.monotonic()
         time.sleep(1.0)
         after = [c for c in cmds if c[0] > t_stop + 0.3]
         assert after == [], f"{len(after)} commands after the amplifier stopped"
         assert wait_for(lambda: "commands stopped" in run.text(), 5.0), run.text()
+        # It comes back: commands resume.
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_ACTIVATE)
+        t_back = time.monotonic()
+        assert wait_for(lambda: len([c for c in cmds if c[0] > t_back]) > 20, 30.0), run.text()
+        assert "commands resume" in run.text()
+        # The estimator itself is cycled: inactive, it publishes nothing; active again, it does.
+        assert transition(observer, "/emg_estimator", Transition.TRANSITION_DEACTIVATE)
+        t_off = time.monotonic()
+        time.sleep(0.5)
+        assert [c for c in cmds if c[0] > t_off + 0.2] == []
+        assert transition(observer, "/emg_estimator", Transition.TRANSITION_ACTIVATE)
+        t_on = time.monotonic()
+        assert wait_for(lambda: len([c for c in cmds if c[0] > t_on]) > 20, 30.0), run.text()
     finally:
         run.stop()
 
