@@ -4,6 +4,7 @@ crash never leaves half a bundle; loading validates everything before a stream i
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import pickle
@@ -21,6 +22,7 @@ from .config import FeatureConfig, ModelConfig, from_dict
 from .dataset import Normaliser
 from .errors import BundleError, ConfigError
 from .frames import FrameLayout
+from .inference import LSTMLast, compile_sequential, run_layers
 from .models import CNN, RCNN, SvrModel, build_torch_model, predict_normalised
 
 FORMAT = "emg_rcnn_ros.bundle/1"
@@ -182,10 +184,6 @@ class StreamingPredictor:
     `Bundle.predict` on the same window (tests)."""
 
     def __init__(self, bundle: Bundle) -> None:
-        import collections
-
-        from .inference import LSTMLast, compile_sequential
-
         self.bundle = bundle
         self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.history)
         shape = (bundle.channels, int(bundle.config["bands"]))
@@ -207,8 +205,6 @@ class StreamingPredictor:
 
     def push(self, frame: np.ndarray) -> np.ndarray | None:
         """Add a raw log-feature frame [C, bands]; returns joint angles [J] once the history is full."""
-        from .inference import run_layers
-
         x = self.bundle.normaliser.features(frame)
         self.history.append(run_layers(self._frame, x[None]) if self._frame else x)
         if not self.ready:

@@ -131,7 +131,9 @@ class FastSubscription:
             ws.add_guard_condition(self._wake.handle)
             try:
                 ws.wait(self._timeout_ns)
-            except Exception:  # the context went away (shutdown) while waiting
+            except Exception as exc:  # normally the context going away (shutdown) while waiting
+                if ctx.ok():
+                    self.owner.get_logger().error(f"{self.sub.topic_name}: waiting failed, input stopped: {exc!r}")
                 break
             if not self._running:
                 break

@@ -125,6 +125,10 @@ class Estimator(LifecycleNode):
         self.bundle = None
         return TransitionCallbackReturn.SUCCESS
 
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self.close()
+        return TransitionCallbackReturn.SUCCESS
+
     def close(self) -> None:
         self.active = False
         if self.data is not None:
