@@ -6,12 +6,13 @@ from setuptools import find_packages, setup
 
 PACKAGE = "emg_rcnn_ros"
 
-# One console script per node; the runner and the launch files name these.
+# One console script per node; the runner and the launch files name these. They point at the light
+# process module, which handles SIGINT/SIGTERM before the node's heavy imports (torch) begin.
 NODES = {
-    "emg_acquisition": "emg_rcnn_ros.nodes.acquisition:main",
-    "emg_features": "emg_rcnn_ros.nodes.features:main",
-    "emg_estimator": "emg_rcnn_ros.nodes.estimator:main",
-    "emg_trainer": "emg_rcnn_ros.nodes.trainer:main",
+    "emg_acquisition": "emg_rcnn_ros.nodes.process:acquisition",
+    "emg_features": "emg_rcnn_ros.nodes.process:features",
+    "emg_estimator": "emg_rcnn_ros.nodes.process:estimator",
+    "emg_trainer": "emg_rcnn_ros.nodes.process:trainer",
 }
 TOOLS = {
     "emg-rcnn": "emg_rcnn_ros.cli:main",

@@ -8,7 +8,6 @@ output rate, latency, drops) and a PNG plot."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import threading
 import time
@@ -86,43 +85,47 @@ class Monitor:
 
 def run_demo(a: argparse.Namespace) -> int:
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
     from .core.evaluate import metrics, plot
-    from .runner import Launch, Stop, change_states
+    from .launcher import Launch, Stop, Stopped, change_states
 
     model = Path(a.model)
     ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.epochs)
     launch = Launch("estimate", {"driver": "simulated", "model_path": str(model.resolve()), "autostart": "true",
                                  "namespace": a.namespace})
     stop = Stop()
-    rclpy.init(args=[])
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("emg_rcnn_demo")
     mon = Monitor(node, a.namespace)
-    launch.start()
     code = 0
+    executor = rclpy.executors.SingleThreadedExecutor()
     try:
-        change_states(node, launch.lifecycle_names(), ["configure", "activate"])
-        executor = rclpy.executors.SingleThreadedExecutor()
+        launch.start()
+        change_states(node, launch.lifecycle_names(), ["configure", "activate"], stop.event)
         executor.add_node(node)
-        threading.Thread(target=_spin, args=(executor,), daemon=True).start()
+        threading.Thread(target=executor.spin, args=(executor,), daemon=True).start()
         print(f"demo: live for {a.duration:g} s (simulated amplifier, {a.channels} channels at {a.rate:g} Hz)",
               flush=True)
         t_start = time.monotonic()
         next_line = t_start + 1.0
         while not stop.event.is_set() and time.monotonic() - t_start < a.duration:
             time.sleep(0.05)
-            if not launch.alive():
-                print("demo: a node exited early", file=sys.stderr)
+            if exited := launch.exited():
+                print(f"demo: {', '.join(exited)} exited early", file=sys.stderr)
                 code = 1
                 break
             if time.monotonic() >= next_line:
                 next_line += 1.0
                 _print_line(mon, time.monotonic() - t_start)
+    except Stopped:
+        pass
     except RuntimeError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         code = 1
     finally:
-        launch.stop()
+        code = max(code, launch.stop())
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown()
     es, er, ey, ts, ty = mon.arrays()
@@ -148,13 +151,6 @@ def run_demo(a: argparse.Namespace) -> int:
     plot(out, (es - es[0]) * 1e-9, truth_at, ey, m["joints"], title="live estimates vs simulator truth")
     print(f"  plot: {out}")
     return code
-
-
-def _spin(executor) -> None:
-    from rclpy.executors import ExternalShutdownException
-
-    with contextlib.suppress(ExternalShutdownException):
-        executor.spin()
 
 
 def _print_line(mon: Monitor, t: float) -> None:

@@ -39,8 +39,10 @@ def _nodes(context, graph: str):
             def matcher(action, node=node):
                 return action is node
 
+            # Only configuring -> inactive: an operator's later deactivate (active -> inactive)
+            # must stay deactivated.
             actions.append(RegisterEventHandler(OnStateTransition(
-                target_lifecycle_node=node, goal_state="inactive",
+                target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
                 entities=[EmitEvent(event=ChangeState(lifecycle_node_matcher=matcher,
                                                       transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))],
             )))

@@ -40,6 +40,9 @@ def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = ""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
         time.sleep(0.02)
+    # Matched here does not yet mean matched there: the subscriber may still be learning of us, and a
+    # best-effort message sent meanwhile is dropped. Give discovery a moment on the other side too.
+    time.sleep(min(wait, 0.5))
     try:
         while True:
             t_bag0, t_wall0 = events[0][0], time.monotonic() + 0.1

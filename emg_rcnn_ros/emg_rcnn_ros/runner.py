@@ -5,155 +5,57 @@
     emg-rcnn-ros demo [--duration 20]                the main job: simulated amplifier -> live estimates
 
 The runner starts each node executable as its own process with the params file and overrides
-from emg_rcnn_ros.graph, drives the lifecycle transitions when autostart:=true, forwards
-SIGINT/SIGTERM to the nodes and exits when they have."""
+from emg_rcnn_ros.graph, drives the lifecycle transitions when autostart:=true, stops the nodes on
+SIGINT/SIGTERM (escalating per node, see launcher.py) and exits when they have."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
-from .graph import GRAPHS, LAUNCH_ARGUMENTS, NodeSpec, is_true
-from .share import default_params_file
-
-
-def find_executable(name: str) -> str:
-    """A node's console script: colcon puts it in <prefix>/lib/emg_rcnn_ros, pip beside python."""
-    candidates = [Path(sys.executable).parent / name]
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            candidates.append(Path(prefix) / "lib" / "emg_rcnn_ros" / name)
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c)
-    found = shutil.which(name)
-    if found:
-        return found
-    raise FileNotFoundError(f"node executable {name} not found (is emg_rcnn_ros installed?)")
-
-
-def node_command(spec: NodeSpec, args: dict[str, str]) -> list[str]:
-    params_file = args["params_file"] or str(default_params_file())
-    cmd = [find_executable(spec.executable), "--ros-args", "-r", f"__node:={spec.name}",
-           "--params-file", params_file]
-    if args["namespace"]:
-        cmd += ["-r", f"__ns:={args['namespace']}"]
-    for k, v in spec.parameters.items():
-        cmd += ["-p", f"{k}:={json.dumps(v)}"]  # JSON strings are YAML strings: "" stays a string
-    return cmd
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        if ":=" not in item:
-            raise ValueError(f"launch arguments are name:=value, got '{item}'")
-        k, v = item.split(":=", 1)
-        out[k] = v
-    return out
-
-
-class Launch:
-    """The processes of one graph."""
-
-    def __init__(self, graph: str, overrides: dict[str, str]) -> None:
-        if graph not in GRAPHS:
-            raise ValueError(f"unknown launch '{graph}' (known: {', '.join(GRAPHS)})")
-        self.specs, self.args = GRAPHS[graph](overrides)
-        self.procs: list[tuple[NodeSpec, subprocess.Popen]] = []
-
-    def start(self) -> None:
-        for spec in self.specs:
-            self.procs.append((spec, subprocess.Popen(node_command(spec, self.args))))
-
-    def lifecycle_names(self) -> list[str]:
-        ns = self.args["namespace"].rstrip("/")
-        return [f"{ns}/{s.name}" if ns else f"/{s.name}" for s in self.specs if s.lifecycle]
-
-    def alive(self) -> bool:
-        return all(p.poll() is None for _, p in self.procs)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGINT every node, wait, then escalate. Returns the worst exit code."""
-        for _, p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        for _, p in self.procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        codes = [p.returncode for _, p in self.procs]
-        return max((abs(c) for c in codes if c not in (0, -signal.SIGINT)), default=0)
-
-
-def change_states(node, names: list[str], transitions: list[str], timeout: float = 20.0) -> None:
-    """Drive lifecycle transitions through each node's change_state service; raise on failure."""
-    import rclpy
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
-
-    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE}
-    for name in names:
-        client = node.create_client(ChangeState, f"{name}/change_state")
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise RuntimeError(f"{name}: lifecycle service not available after {timeout:g} s")
-        for t in transitions:
-            fut = client.call_async(ChangeState.Request(transition=Transition(id=ids[t])))
-            rclpy.spin_until_future_complete(node, fut, timeout_sec=timeout)
-            if not fut.done() or not fut.result().success:
-                raise RuntimeError(f"{name}: transition '{t}' failed (see that node's log)")
-        node.destroy_client(client)
-
-
-class Stop:
-    """SIGINT/SIGTERM set a flag that the runner's loops watch."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.event.set())
+from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true
+from .launcher import Launch, Stop, Stopped, change_states, log, parse_overrides
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
-    launch = Launch(a.graph, parse_overrides(a.args))
     stop = Stop()
-    launch.start()
+    launch = Launch(a.graph, parse_overrides(a.args))
     code = 0
     try:
+        launch.start()
         if is_true(launch.args["autostart"]):
-            import rclpy
-
-            rclpy.init(args=[])
-            node = rclpy.create_node("emg_rcnn_launcher")
-            try:
-                change_states(node, launch.lifecycle_names(), ["configure", "activate"])
-                print("emg-rcnn-ros: all lifecycle nodes active", flush=True)
-            except RuntimeError as exc:
-                print(f"emg-rcnn-ros: {exc}", file=sys.stderr, flush=True)
-                code = 1
-                stop.event.set()
-            finally:
-                node.destroy_node()
-                rclpy.try_shutdown()
+            code = _autostart(launch, stop)
         while not stop.event.wait(0.2):
-            if not launch.alive():
-                print("emg-rcnn-ros: a node exited; stopping the others", file=sys.stderr, flush=True)
+            if exited := launch.exited():
+                log(f"{', '.join(exited)}: stopping the others")
                 code = code or 1
                 break
     finally:
         code = max(code, launch.stop())
     return code
+
+
+def _autostart(launch: Launch, stop: Stop) -> int:
+    """Configure and activate the lifecycle nodes; a signal meanwhile is a clean stop."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
+
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
+    node = rclpy.create_node("emg_rcnn_launcher", context=context)
+    try:
+        change_states(node, launch.lifecycle_names(), ["configure", "activate"], stop.event)
+        print("emg-rcnn-ros: all lifecycle nodes active", flush=True)
+        return 0
+    except Stopped:
+        return 0
+    except RuntimeError as exc:
+        log(str(exc))
+        stop.event.set()
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def build_parser() -> argparse.ArgumentParser:

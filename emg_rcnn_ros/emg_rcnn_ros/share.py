@@ -1,33 +1,48 @@
-"""Where the package's installed data (config/, launch/) lives, found the same way on a colcon
-install and in the development venv: through the ament index, else under the interpreter prefix
-(where `pip install` and scripts/setup.sh put `share/emg_rcnn_ros`)."""
+"""Where the installed package lives, found one way on a colcon install and in the development
+venv: the ament index (AMENT_PREFIX_PATH) gives the install prefix, else the interpreter's prefix
+if it holds the package's index marker (scripts/setup.sh lays the venv out as colcon does). Under
+that prefix: `share/emg_rcnn_ros/{config,launch}` and the executables in `lib/emg_rcnn_ros/`,
+where `ros2 run`, launch_ros and the runner all look for them."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 PACKAGE = "emg_rcnn_ros"
+MARKER = Path("share") / "ament_index" / "resource_index" / "packages" / PACKAGE
 
 
-def share_dir() -> Path:
+def prefix() -> Path:
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
         try:
-            return Path(get_package_share_directory(PACKAGE))
-        except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset (a bare venv)
+            return Path(get_package_prefix(PACKAGE))
+        except (PackageNotFoundError, OSError, ValueError):  # AMENT_PREFIX_PATH unset or without us
             pass
     except ImportError:
         pass
-    candidate = Path(sys.prefix) / "share" / PACKAGE
-    if (candidate / "config").is_dir():
-        return candidate
+    if (Path(sys.prefix) / MARKER).is_file():
+        return Path(sys.prefix)
     raise FileNotFoundError(
-        f"share/{PACKAGE} not found in the ament index (AMENT_PREFIX_PATH) nor under {sys.prefix}: "
-        "is the package installed (colcon build, or scripts/setup.sh)?"
+        f"{PACKAGE} is not in the ament index (AMENT_PREFIX_PATH) nor installed under {sys.prefix}: "
+        "is the package installed (colcon build and source install/setup.bash, or scripts/setup.sh)?"
     )
+
+
+def share_dir() -> Path:
+    return prefix() / "share" / PACKAGE
 
 
 def default_params_file() -> Path:
     return share_dir() / "config" / "emg_rcnn_ros.yaml"
+
+
+def executable_path(name: str) -> Path:
+    """One of the package's executables (nodes, emg-rcnn, emg-rcnn-ros) in <prefix>/lib/emg_rcnn_ros."""
+    path = prefix() / "lib" / PACKAGE / name
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise FileNotFoundError(f"executable {path} not found (is {PACKAGE} installed completely?)")
+    return path

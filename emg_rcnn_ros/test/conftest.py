@@ -127,11 +127,13 @@ def transition(observer: Observer, node_name: str, transition_id: int, timeout: 
 class Launched:
     """`emg-rcnn-ros launch GRAPH args...` as a real process group, its output collected."""
 
-    def __init__(self, env: dict[str, str], *args: str, graph: str = "estimate", cwd: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], *args: str, graph: str = "estimate", cwd: Path | None = None,
+                 new_session: bool = False) -> None:
         import threading
 
         self.proc = subprocess.Popen([executable("emg-rcnn-ros"), "launch", graph, *args], env=env, cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=new_session)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 

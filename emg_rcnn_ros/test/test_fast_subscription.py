@@ -18,7 +18,7 @@ def test_delivery_hooks_and_close(observer) -> None:
     import rclpy
     from std_msgs.msg import Int64
 
-    from emg_rcnn_ros.nodes.common import FastSubscription
+    from emg_rcnn_ros.nodes.fast_subscription import FastSubscription
 
     owner = rclpy.create_node("owner", namespace="/ns", context=observer.context,
                               cli_args=["--ros-args", "-r", "chat:=renamed"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emg_rcnn_ros.graph import estimate_graph, record_graph
-from emg_rcnn_ros.runner import node_command, parse_overrides
+from emg_rcnn_ros.launcher import node_command, parse_overrides
 
 
 def test_estimate_graph_nodes_and_overrides() -> None:

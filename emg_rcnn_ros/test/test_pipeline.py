@@ -49,9 +49,13 @@ def _joint_sub(observer, topic: str, store: list, sensor: bool = True) -> None:
 def test_live_estimates_track_truth_at_hop_rate(live_model: Path, ros_env, observer) -> None:
     got, truth, code, text = run_live(observer, ros_env, live_model)
     assert code == 0, text
-    stamps = np.array([e[0] for e in got])
-    rate = (len(got) - 1) / ((stamps[-1] - stamps[0]) * 1e-9)
-    assert 45.0 <= rate <= 55.0, rate  # hop 20 ms
+    # One estimate per 20 ms hop, read from the EMG stamps (not from arrival times, which a loaded
+    # machine bunches): every step is a whole number of hops, and most are exactly one.
+    steps = np.diff([e[0] for e in got]) * 1e-9
+    hops = steps / 0.02
+    assert np.all(np.abs(hops - np.round(hops)) < 1e-3) and np.all(hops >= 1 - 1e-3), steps
+    assert np.median(hops) == pytest.approx(1.0) and np.mean(np.round(hops) == 1) > 0.8, np.bincount(
+        np.round(hops).astype(int))
     assert got[0][3] == ["elbow_flexion", "wrist_flexion"]
     m = live_metrics(got, truth)
     assert m["mean"]["cc"] > CC_FLOOR, m
@@ -112,11 +116,10 @@ def test_commands_respect_limits_and_stop_with_the_amplifier(live_model: Path, r
         assert np.all(np.abs(np.diff(data, axis=0)) <= 0.5 * 0.02 * 3 + 1e-9)  # velocity limit (stamps 20 ms apart)
         # The amplifier stops (deactivated): commands stop within the input timeout.
         assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
-        t_stop = time.monotonic()
-        time.sleep(1.0)
-        after = [c for c in cmds if c[0] > t_stop + 0.3]
-        assert after == [], f"{len(after)} commands after the amplifier stopped"
-        assert wait_for(lambda: "commands stopped" in run.text(), 5.0), run.text()
+        assert wait_for(lambda: "commands stopped" in run.text(), 10.0), run.text()
+        n_stopped = len(cmds)
+        time.sleep(1.0)  # ten input timeouts: not one command more (one may have been in flight)
+        assert len(cmds) <= n_stopped + 1, f"{len(cmds) - n_stopped} commands after the watchdog stopped them"
         # It comes back: commands resume.
         assert transition(observer, "/emg_acquisition", Transition.TRANSITION_ACTIVATE)
         t_back = time.monotonic()
@@ -124,9 +127,9 @@ def test_commands_respect_limits_and_stop_with_the_amplifier(live_model: Path, r
         assert "commands resume" in run.text()
         # The estimator itself is cycled: inactive, it publishes nothing; active again, it does.
         assert transition(observer, "/emg_estimator", Transition.TRANSITION_DEACTIVATE)
-        t_off = time.monotonic()
-        time.sleep(0.5)
-        assert [c for c in cmds if c[0] > t_off + 0.2] == []
+        n_off = len(cmds)
+        time.sleep(1.0)
+        assert len(cmds) <= n_off + 1, f"{len(cmds) - n_off} commands from an inactive estimator"
         assert transition(observer, "/emg_estimator", Transition.TRANSITION_ACTIVATE)
         t_on = time.monotonic()
         assert wait_for(lambda: len([c for c in cmds if c[0] > t_on]) > 20, 30.0), run.text()

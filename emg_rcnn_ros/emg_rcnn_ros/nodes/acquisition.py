@@ -18,8 +18,10 @@ from sensor_msgs.msg import JointState
 from ..core.sim import SimConfig
 from ..drivers.base import Block, Chunker
 from ..drivers.simulated import SimulatedSource
-from .common import Diagnostics, Rate, declare, param, run
 from .convert import emg_array, joint_state
+from .diagnostics import Diagnostics, Rate
+from .params import declare, param
+from .process import run
 
 DRIVERS = ("simulated", "serial", "openbci_cyton")
 

@@ -18,13 +18,15 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
-from threadpoolctl import threadpool_limits
 
 from ..core.bundle import Bundle, StreamingPredictor, load_bundle
 from ..core.command import CommandShaper
 from ..core.frames import FrameLayout
-from .common import Diagnostics, FastSubscription, Rate, declare, param, run
 from .convert import feature_frame, joint_state, to_ns
+from .diagnostics import Diagnostics, Rate
+from .fast_subscription import FastSubscription
+from .params import declare, param
+from .process import blas_threads, run
 
 
 class Estimator(LifecycleNode):
@@ -102,7 +104,8 @@ class Estimator(LifecycleNode):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         b = self.bundle
         threads = max(1, int(param(self, "inference_threads")))
-        threadpool_limits(threads)
+        if not blas_threads(threads) and threads != 1:
+            self.get_logger().warn("threadpoolctl is not installed: BLAS stays at one thread")
         torch.set_num_threads(threads)
         warm = StreamingPredictor(b)
         for _ in range(2 * b.history):  # first calls allocate and pick kernels: keep that out of live latency

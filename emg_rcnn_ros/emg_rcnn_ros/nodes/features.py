@@ -16,8 +16,11 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from ..core.config import FeatureConfig, from_dict, to_dict
 from ..core.errors import ConfigError
 from ..core.frames import FeatureExtractor
-from .common import Diagnostics, FastSubscription, Rate, declare, param, run
 from .convert import emg_features, emg_samples, to_ns
+from .diagnostics import Diagnostics, Rate
+from .fast_subscription import FastSubscription
+from .params import declare, param
+from .process import run
 
 
 class Features(Node):

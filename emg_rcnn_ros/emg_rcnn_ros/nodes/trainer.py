@@ -30,7 +30,9 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from ..bags import EMG_TOPIC, BagRecorder, is_bag
-from .common import Diagnostics, declare, param, run
+from .diagnostics import Diagnostics
+from .params import declare, param
+from .process import run
 
 
 class Trainer(Node):
@@ -233,8 +235,10 @@ class Trainer(Node):
             response.success, response.message = False, f"no recorded sessions in {sdir}"
             return response
         out = Path(str(param(self, "model_dir"))) / subject
-        exe = shutil.which("emg-rcnn", path=str(Path(sys.executable).parent)) or "emg-rcnn"
-        cmd = [exe, "train", "--data", *bags, "--out", str(out), "--arch", str(param(self, "train_arch")),
+        # This interpreter with the module, not a console script on PATH: after `colcon build` the
+        # scripts live in lib/emg_rcnn_ros/, which is not on PATH.
+        cmd = [sys.executable, "-m", "emg_rcnn_ros.cli", "train", "--data", *bags, "--out", str(out),
+               "--arch", str(param(self, "train_arch")),
                "--epochs", str(int(param(self, "train_epochs"))), "--quiet"]
         self.train_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._follow, args=(self.train_proc, out), daemon=True).start()

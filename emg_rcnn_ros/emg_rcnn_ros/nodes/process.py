@@ -1,0 +1,185 @@
+"""The process around every node: start-up, spinning, and a shutdown that finishes within
+`STOP_BUDGET` seconds of the first SIGINT or SIGTERM, whatever the node was doing.
+
+Why not rclpy's own signal handlers: they shut the context down under whatever is running (a
+lifecycle transition, a runner's service wait) and are uninstalled on shutdown, so a second
+SIGINT (a terminal's Ctrl-C reaches the node and `ros2 launch` forwards another) kills the process
+mid-teardown with -2. Here the main thread owns the signals: during start-up (imports of torch,
+node construction) a signal aborts at once; once running, the executor spins in a thread and the
+main thread waits, so a signal is seen immediately and starts an ordered teardown (executor,
+node's own threads, node, context); later signals are ignored. If teardown is stuck past the
+budget, every thread's stack is dumped to stderr and the process exits anyway, after the node's
+`close()` (which is where a node puts what must not be lost, e.g. closing a bag).
+
+This module imports nothing heavy at load time: the console scripts point here, so that a signal
+during the seconds of importing torch is already handled. SIGUSR1 dumps all threads' stacks
+(faulthandler), which the runner asks for before it kills a node that did not stop."""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+
+STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Interrupted(BaseException):
+    """Raised by the signal handler while the node is still starting."""
+
+
+class _Signals:
+    """Main-thread signal handling with three phases: starting (raise), running (set the event),
+    stopping (ignore)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.starting = True
+        self.failed = False  # the executor died: exit non-zero
+        for sig in _SIGNALS:
+            signal.signal(sig, self._handle)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.stop.is_set():
+            return
+        # From now on both are ignored: a second Ctrl-C (terminal + launch) must not interrupt the
+        # teardown, nor the interpreter's finalization (which resets Python handlers to SIG_DFL).
+        for sig in _SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        self.stop.set()
+        _deadline_exit(STOP_BUDGET)
+        if self.starting:
+            raise _Interrupted
+
+
+_closed = threading.Event()  # set once the node's close() has run: a forced exit then loses nothing
+
+
+def _deadline_exit(budget: float) -> None:
+    """A daemon timer that ends the process if the orderly teardown has not within `budget`."""
+
+    def expire() -> None:
+        print(f"[{os.path.basename(sys.argv[0])}] shutdown still running after {budget:g} s; "
+              "thread stacks follow, then exit", file=sys.stderr, flush=True)
+        faulthandler.dump_traceback(all_threads=True)
+        sys.stderr.flush()
+        os._exit(0 if _closed.is_set() else 1)
+
+    t = threading.Timer(budget, expire)
+    t.daemon = True
+    t.start()
+
+
+def blas_threads(n: int) -> bool:
+    """Limit BLAS/OpenMP threads to n. threadpoolctl does it at run time where it is installed (it has
+    no rosdep key); without it, the variables set at import of this module hold BLAS to one thread."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(n)
+    return True
+
+
+# Before numpy or torch load a BLAS: one thread unless the user asked otherwise.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+
+def run(make_node: Callable[[], object]) -> int:
+    """Spin `make_node()` until SIGINT/SIGTERM, then shut down in order. Returns the exit code.
+
+    BLAS is limited to one thread: the nodes work on small arrays per message, and OpenBLAS's
+    spinning worker threads would otherwise burn a core each and add jitter to every callback."""
+    signals = _Signals()
+    node = executor = spinner = None
+    context_up = False
+    try:
+        import gc
+
+        import rclpy
+        from rclpy.signals import SignalHandlerOptions
+
+        blas_threads(1)
+        rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+        context_up = True
+        node = make_node()
+        # Everything allocated so far (torch, numpy, messages' type support) lives for the whole
+        # run: freezing it keeps the cyclic GC's full collections short on the message path.
+        gc.collect()
+        gc.freeze()
+        executor = rclpy.executors.SingleThreadedExecutor()
+        executor.add_node(node)
+        spinner = threading.Thread(target=_spin, args=(executor, node, signals), name="executor", daemon=True)
+        spinner.start()
+        signals.starting = False
+        if not signals.stop.is_set():
+            signals.stop.wait()
+    except _Interrupted:
+        pass
+    finally:
+        signals.starting = False
+        _teardown(node, executor, spinner, context_up)
+    return 1 if signals.failed else 0
+
+
+def _spin(executor, node, signals: _Signals) -> None:
+    """The executor's thread. An exception here ends the process the same way a signal does."""
+    try:
+        executor.spin()
+    except Exception as exc:  # noqa: BLE001 - reported, then the node stops as on a signal
+        if not signals.stop.is_set():
+            node.get_logger().fatal(f"executor stopped: {exc!r}")
+            signals.failed = True
+            signals.stop.set()
+            _deadline_exit(STOP_BUDGET)
+
+
+def _teardown(node, executor, spinner: threading.Thread | None, context_up: bool) -> None:
+    """Each step runs even if an earlier one failed; none waits without a bound."""
+    import rclpy
+
+    def attempt(what: str, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - the next steps must still run
+            print(f"shutdown: {what} failed: {exc!r}", file=sys.stderr, flush=True)
+
+    if executor is not None:
+        attempt("executor shutdown", lambda: executor.shutdown(timeout_sec=0))
+    if spinner is not None:
+        spinner.join(timeout=1.0)  # a running callback (e.g. a transition) finishes or is left behind
+    if node is not None:
+        close = getattr(node, "close", None)
+        if close is not None:
+            attempt("close", close)
+    _closed.set()
+    if node is not None and (spinner is None or not spinner.is_alive()):
+        attempt("destroy_node", node.destroy_node)
+    if context_up:
+        attempt("rclpy shutdown", rclpy.try_shutdown)
+
+
+def main_of(target: str) -> int:
+    """Run 'module:Class' as a node process; signals are handled before the module is imported."""
+    module, cls = target.split(":")
+    return run(lambda: getattr(importlib.import_module(module), cls)())
+
+
+def _entry(target: str) -> Callable[[], int]:
+    def main() -> int:
+        return main_of(target)
+
+    return main
+
+
+acquisition = _entry("emg_rcnn_ros.nodes.acquisition:Acquisition")
+features = _entry("emg_rcnn_ros.nodes.features:Features")
+estimator = _entry("emg_rcnn_ros.nodes.estimator:Estimator")
+trainer = _entry("emg_rcnn_ros.nodes.trainer:Trainer")

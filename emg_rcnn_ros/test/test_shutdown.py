@@ -1,0 +1,125 @@
+"""Stopping, with real processes: every node exits cleanly (exit 0, no traceback) on SIGINT or
+SIGTERM, while starting and while running, also when the signal comes twice (a terminal's Ctrl-C
+plus the launcher's); the runner stops cleanly when signalled during autostart; a node that
+ignores SIGINT is named, stack-dumped and terminated by the runner.
+
+Exit times are bounded loosely here (a loaded CI machine); bench/stop.py measures them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from emg_rcnn_ros.graph import NodeSpec
+from emg_rcnn_ros.launcher import Launch
+from emg_rcnn_ros.share import executable_path
+
+from .conftest import Launched, wait_for
+
+pytestmark = pytest.mark.ros
+
+EXIT_BOUND = 8.0  # s; each node's own budget is 1.8 s (nodes/process.py), this leaves room for load
+
+
+def _node(env: dict[str, str], exe: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(executable_path(exe)), *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _stop_and_check(proc: subprocess.Popen, sig: int, twice: bool) -> str:
+    t = time.monotonic()
+    proc.send_signal(sig)
+    if twice:
+        time.sleep(0.05)
+        proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=30)
+    took = time.monotonic() - t
+    assert proc.returncode == 0, (proc.returncode, out)
+    assert "Traceback" not in out and "still running" not in out, out
+    assert took < EXIT_BOUND, (took, out)
+    return out
+
+
+@pytest.mark.parametrize("exe", ["emg_acquisition", "emg_features", "emg_estimator", "emg_trainer"])
+def test_node_stops_cleanly_while_running(exe: str, ros_env, observer, tmp_path: Path) -> None:
+    proc = _node(ros_env, exe, "--ros-args", "-p", f"data_dir:={tmp_path}" if exe == "emg_trainer" else "x:=0")
+    try:
+        assert wait_for(lambda: exe in observer.node.get_node_names(), 60.0), "node never appeared"
+    finally:
+        if proc.poll() is None:
+            _stop_and_check(proc, signal.SIGINT, twice=exe != "emg_features")
+
+
+@pytest.mark.parametrize(("exe", "sig"), [("emg_estimator", signal.SIGTERM), ("emg_features", signal.SIGINT)])
+def test_node_stops_cleanly_while_starting(exe: str, sig: int, ros_env) -> None:
+    proc = _node(ros_env, exe)
+    # As soon as the process catches SIGTERM (only our handler does), it is importing rclpy and torch.
+    assert wait_for(lambda: _catches(proc.pid, signal.SIGTERM) or proc.poll() is not None, 30.0, step=0.002)
+    assert proc.poll() is None
+    out = _stop_and_check(proc, sig, twice=True)
+    assert "configured" not in out
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for `sig` (SigCgt in /proc/PID/status)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_runner_stops_cleanly_when_signalled_during_autostart(sig: int, ros_env, observer, tmp_path: Path) -> None:
+    """The signal comes as soon as the lifecycle services exist, while configure/activate are
+    being driven; SIGINT goes to the whole process group, as a terminal's Ctrl-C does."""
+    from lifecycle_msgs.srv import GetState
+
+    run = Launched(ros_env, "autostart:=true", f"model_path:={tmp_path / 'no-model'}", new_session=True)
+    client = observer.node.create_client(GetState, "/emg_acquisition/get_state")
+    assert client.wait_for_service(timeout_sec=60.0), run.text()
+    if sig == signal.SIGINT:
+        os.killpg(run.proc.pid, sig)
+    else:
+        run.proc.send_signal(sig)
+    code = run.proc.wait(30)
+    text = run.text()
+    assert code == 0, text
+    assert "did not exit" not in text and "exited with" not in text and "Traceback" not in text, text
+
+
+def test_runner_names_dumps_and_terminates_a_node_that_ignores_sigint(tmp_path: Path) -> None:
+    """The launcher's escalation, against a process that ignores SIGINT (as a hung node would)."""
+    stubborn = ("import faulthandler, signal, sys, time\n"
+                "faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+                "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                "print('ready', flush=True)\n"
+                "def wedged():\n    time.sleep(120)\n"
+                "wedged()\n")
+    launch = Launch("estimate", {})
+    err = tmp_path / "stderr"
+    with err.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, stderr=f, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        launch.procs.append((NodeSpec("emg_stubborn", "none", False), proc))
+        result = subprocess.CompletedProcess([], 0)
+        t = time.monotonic()
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stderr(buf):
+            result.returncode = launch.stop(sigint_timeout=1.0, sigterm_timeout=2.0)
+    assert time.monotonic() - t < 20.0
+    assert result.returncode == signal.SIGTERM  # terminated, and reported as a failure
+    assert "emg_stubborn (pid" in buf.getvalue() and "did not exit" in buf.getvalue(), buf.getvalue()
+    dump = err.read_text()
+    assert "in wedged" in dump, dump  # the stack dump came before SIGTERM
