@@ -59,10 +59,34 @@ if ! stamp_ok pkg "$h"; then
   stamp_set pkg "$h"
 fi
 
-# pip -e does not install data_files: expose launch/ and config/ where an install puts them
-# (<prefix>/share/emg_rcnn_ros) and register the package in the ament index, as colcon does.
+# pip -e installs neither data_files nor lib/<pkg>/: lay the venv out as colcon's install does,
+# so ros2 launch, ros2 run, launch_ros and the runner find everything the same way. Real
+# directories (ros2launch walks share/ with os.walk, which does not follow directory links), with
+# per-file links back to the tree, so edits show at once. Executables: the console scripts.
 share="$venv/share/emg_rcnn_ros"
-mkdir -p "$share" "$venv/share/ament_index/resource_index/packages"
-for d in launch config package.xml; do ln -sfn "$root/emg_rcnn_ros/$d" "$share/$d"; done
+libexec="$venv/lib/emg_rcnn_ros"
+for d in launch config; do
+  [ -L "$share/$d" ] && rm -f "$share/$d"   # directory links from earlier versions of this script
+  mkdir -p "$share/$d"
+  find "$share/$d" -maxdepth 1 -type l ! -exec test -e {} \; -delete   # links to removed files
+  for f in "$root/emg_rcnn_ros/$d"/*; do [ -f "$f" ] && ln -sfn "$f" "$share/$d/"; done
+done
+ln -sfn "$root/emg_rcnn_ros/package.xml" "$share/package.xml"
+mkdir -p "$libexec" "$venv/share/ament_index/resource_index/packages"
+for exe in $("$vpy" -c "import ast,sys; t=ast.parse(open(sys.argv[1]).read()); \
+    print(' '.join(k for n in t.body if isinstance(n, ast.Assign) and getattr(n.targets[0], 'id', '') in ('NODES', 'TOOLS') \
+    for k in ast.literal_eval(n.value)))" emg_rcnn_ros/setup.py); do
+  [ -x "$venv/bin/$exe" ] || { log "console script $exe missing in $venv/bin"; exit 1; }
+  ln -sfn "$venv/bin/$exe" "$libexec/$exe"
+done
 touch "$venv/share/ament_index/resource_index/packages/emg_rcnn_ros"
+
+# The real ROS 2 command-line tools (ros2 launch/lifecycle/topic, colcon, rosdep with an offline
+# rosdistro snapshot), where the kit is beside this repository: the tests that prove the README's ROS
+# commands use them (test/test_ros_tools.py). Idempotent (its own stamps); exports in
+# $venv/ros2-tools/env.sh.
+kit=${ROS2_TOOLS_KIT:-$root/../shared/ros2-tools}
+if [ -f "$kit/install.sh" ]; then
+  bash "$kit/install.sh" "$venv" >/dev/null || { log "ros2-tools kit install failed"; exit 1; }
+fi
 log "venv ready: $venv"
