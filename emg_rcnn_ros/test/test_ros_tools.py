@@ -159,7 +159,7 @@ def test_rosdep_resolves_every_key(env: dict[str, str]) -> None:
                             "--os", "ubuntu:noble", "--simulate", "-y"], env=e, capture_output=True, text=True,
                            timeout=120)
         assert r.returncode == 0, (distro, r.stdout, r.stderr)
-        assert f"ros-{distro}-rclpy" in r.stdout and "python3-torch" in r.stdout and "rosbags" in r.stdout, r.stdout
+        assert f"ros-{distro}-rclpy" in r.stdout and "python3-torch" in r.stdout, r.stdout  # pip keys: installed here
 
 
 def test_ros2_launch_autostart_a_manual_deactivate_stays_and_ctrl_c(small_model: Path, env, observer) -> None:
@@ -278,5 +278,5 @@ def test_colcon_build_then_launch_run_and_train_from_the_install(small_model: Pa
 
 def _cmdlines(pid: int) -> str:
     """Command lines of the process group's members (which executables launch started)."""
-    out = subprocess.run(["ps", "-o", "args=", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-o", "args=", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout
     return out
