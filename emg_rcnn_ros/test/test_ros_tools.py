@@ -278,5 +278,5 @@ def test_colcon_build_then_launch_run_and_train_from_the_install(small_model: Pa
 
 def _cmdlines(pid: int) -> str:
     """Command lines of the process group's members (which executables launch started)."""
-    out = subprocess.run(["ps", "-ww", "-o", "args=", "-g", str(os.getpgid(pid))], capture_output=True, text=True).stdout
-    return out
+    group = str(os.getpgid(pid))
+    return subprocess.run(["ps", "-ww", "-o", "args=", "-g", group], capture_output=True, text=True).stdout

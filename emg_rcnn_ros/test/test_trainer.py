@@ -192,3 +192,21 @@ def test_guided_calibration_prompts_and_records_each_trial(ros_env, observer, tm
     for k in (1, 2):
         s = load_session(tmp_path / "data" / "s05" / f"cal-trial{k}")
         assert 1.0 < s.duration < 2.0
+
+
+def test_recording_needs_ground_truth_from_a_best_effort_or_reliable_publisher(ros_env, observer,
+                                                                               tmp_path: Path) -> None:
+    """No ground truth: recording is refused, naming the topic. A best-effort publisher (an IMU
+    driver with sensor-data QoS) is then enough."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import JointState
+
+    rec = Launched(ros_env, "subject:=s06", f"params_file:={_params(tmp_path)}", graph="record")
+    try:
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+        assert not r.success and "no ground truth on /emg/ground_truth" in r.message, r.message
+        pub = observer.node.create_publisher(JointState, "emg/ground_truth", qos_profile_sensor_data)
+        observer.node.create_timer(0.02, lambda: pub.publish(JointState(name=["wrist"], position=[0.1])))
+        assert wait_for(lambda: trigger(observer, "/emg_trainer/start_recording").success, 30.0, step=0.5)
+    finally:
+        assert rec.stop(signal.SIGINT) == 0, rec.text()

@@ -15,6 +15,8 @@ import serial
 from .base import Block, SourceStats
 from .protocols import CYTON_RATE, CYTON_START, CYTON_STOP, CytonParser, FramedParser, SampleClock, cyton_scale
 
+WRITE_TIMEOUT = 1.0  # s: a start/stop command to a wedged device must not hang the reader
+
 
 class SerialSource:
     def __init__(self, port: str, baudrate: int, parser, rate: float, volts_per_count: float,
@@ -30,6 +32,7 @@ class SerialSource:
         self.stats = SourceStats()
         self.clock = SampleClock(parser.wrap)
         self.connected = False
+        self.overflow = 0  # samples lost because the queue was full
         self._queue: queue.Queue[Block] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,7 +68,9 @@ class SerialSource:
         first = True
         while not self._stop.is_set():
             try:
-                port = serial.Serial(self.port, self.baudrate, timeout=self.read_timeout)
+                # exclusive: a second program on the same amplifier would steal bytes from both.
+                port = serial.Serial(self.port, self.baudrate, timeout=self.read_timeout,
+                                     write_timeout=WRITE_TIMEOUT, exclusive=True)
             except (serial.SerialException, OSError, ValueError) as exc:
                 self._error(f"cannot open {self.port}: {exc}")
                 self._stop.wait(backoff)
@@ -88,7 +93,7 @@ class SerialSource:
                         self._consume(data)
                 if self.stop_cmd:
                     port.write(self.stop_cmd)
-            except (serial.SerialException, OSError) as exc:
+            except (serial.SerialException, serial.SerialTimeoutException, OSError) as exc:
                 self._error(f"{self.port} lost: {exc}")
             finally:
                 self.connected = False
@@ -98,11 +103,14 @@ class SerialSource:
     def _consume(self, data: bytes) -> None:
         for frame in self.parser.feed(data):
             index = self.clock.place(frame)
-            self._queue.put(Block(index, frame.counts.astype(np.float64) * self.scale))
+            try:
+                self._queue.put_nowait(Block(index, frame.counts.astype(np.float64) * self.scale))
+            except queue.Full:  # nobody is reading: count the loss rather than block the port forever
+                self.overflow += len(frame.counts)
         st = self.stats
         ps = self.parser.stats
         st.frames, st.corrupt, st.skipped_bytes = ps.frames, ps.corrupt, ps.skipped_bytes
-        st.dropped, st.gaps = self.clock.dropped, self.clock.gaps
+        st.dropped, st.gaps = self.clock.dropped + self.overflow, self.clock.gaps
 
     def _error(self, message: str) -> None:
         self.stats.errors.append(message)

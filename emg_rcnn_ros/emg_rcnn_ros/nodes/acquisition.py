@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
 from emg_rcnn_ros_msgs.msg import EmgArray
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
@@ -54,9 +55,14 @@ class Acquisition(LifecycleNode):
         self.pump: threading.Thread | None = None
         self.rate_out = Rate()
         self.diag: Diagnostics | None = None
+        self.fault: str | None = None
+        self._fault_signal = self.create_guard_condition(self._on_fault)
 
     # lifecycle -----------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
+        self.fault = None
+        if self.diag is not None:
+            self.diag.set(DiagnosticStatus.OK, "ok")
         driver = str(param(self, "driver"))
         try:
             self.source = self._make_source(driver)
@@ -90,7 +96,19 @@ class Acquisition(LifecycleNode):
         self.pump.start()
         return super().on_activate(state)
 
+    def _on_fault(self) -> None:
+        if self.fault is not None and self._state_machine.current_state[1] == "active":
+            self.trigger_deactivate()  # on_deactivate answers ERROR: error processing follows
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        """Safe state: nothing streams, the port is released; the node ends unconfigured."""
+        self.close()  # the source object stays, so its counters and errors remain in diagnostics
+        self.get_logger().error(f"error processing: source closed ({self.fault or 'transition failed'})")
+        return TransitionCallbackReturn.SUCCESS
+
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        if self.fault is not None:
+            return TransitionCallbackReturn.ERROR
         self._stop_pump()
         for block in self.chunker.flush():
             self._publish(block)
@@ -136,15 +154,21 @@ class Acquisition(LifecycleNode):
         raise ValueError(f"unknown driver '{driver}' (expected one of {', '.join(DRIVERS)})")
 
     def _pump(self) -> None:
-        while self.running.is_set():
-            try:
+        """Any failure here is a fault of the node: it is logged, reported as ERROR, and takes the
+        node through the lifecycle's error processing (which releases the port), never silently."""
+        try:
+            while self.running.is_set():
                 for block in self.source.read(0.1):
                     for chunk in self.chunker.push(block):
                         self._publish(chunk)
-            except RCLError:
-                if not rclpy.ok():  # shutting down (SIGINT): the context went away under us
-                    return
-                raise
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the lifecycle
+            if isinstance(exc, RCLError) and not rclpy.ok():  # shutting down: the context went away
+                return
+            self.fault = f"acquisition stopped: {exc!r}"
+            self.get_logger().error(self.fault)
+            if self.diag is not None:
+                self.diag.set(DiagnosticStatus.ERROR, self.fault)
+            self._fault_signal.trigger()  # the executor's thread drives the error transition
 
     def _publish(self, chunk: Block) -> None:
         rate = self.source.rate
@@ -158,8 +182,11 @@ class Acquisition(LifecycleNode):
             self.diag.latency((self.get_clock().now().nanoseconds - end_ns) * 1e-9)
 
     def _diag_values(self) -> dict[str, object]:
-        return {"output_rate_hz": f"{self.rate_out.take():.1f}", "connected": getattr(self.source, "connected", True),
-                **self.source.stats.as_dict()}
+        values: dict[str, object] = {"output_rate_hz": f"{self.rate_out.take():.1f}",
+                                     "connected": getattr(self.source, "connected", self.pump is not None)}
+        if self.fault is not None:
+            values["fault"] = self.fault
+        return {**values, **self.source.stats.as_dict()}
 
 
 def main() -> int:

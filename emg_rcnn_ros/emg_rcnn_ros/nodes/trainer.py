@@ -44,6 +44,7 @@ class Trainer(Node):
             ("subject", "subject01", "subject id"),
             ("session", "", "session name of the next recording; empty: generated from the time"),
             ("ground_truth_topic", "emg/ground_truth", "sensor_msgs/JointState topic with measured angles"),
+            ("ground_truth_timeout", 1.0, "refuse to start recording when no ground truth arrived for this long (s)"),
             ("storage", "mcap", "bag storage: mcap | sqlite3"),
             ("min_free_space", 500e6, "refuse to record with less free disk space than this (bytes)"),
             ("notes", "", "free text stored in each bag's metadata"),
@@ -61,11 +62,13 @@ class Trainer(Node):
         self.errors = 0
         self.train_proc: subprocess.Popen | None = None
         self.joint_topic = str(param(self, "ground_truth_topic"))
-        # EMG arrives best effort (sensor data): a reliable subscription would not match; a deep
-        # queue stands in for reliability on this machine. Ground truth is reliable.
-        emg_qos = QoSProfile(depth=2000, reliability=ReliabilityPolicy.BEST_EFFORT)
-        self.create_subscription(EmgArray, EMG_TOPIC, self._on_emg, emg_qos, raw=True)
-        self.create_subscription(JointState, self.joint_topic, self._on_joint, QoSProfile(depth=2000), raw=True)
+        # Best effort matches both best-effort and reliable publishers: EMG is sensor data, and
+        # ground truth may come from either kind of driver (IMU, encoders, motion capture). A deep
+        # queue stands in for reliability on this machine.
+        qos = QoSProfile(depth=2000, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.create_subscription(EmgArray, EMG_TOPIC, self._on_emg, qos, raw=True)
+        self.create_subscription(JointState, self.joint_topic, self._on_joint, qos, raw=True)
+        self.last_joint = -float("inf")  # monotonic time of the last ground-truth message
         self.progress = self.create_publisher(String, "~/train_progress", 10)
         self.create_service(Trigger, "~/start_recording", self._start)
         self.create_service(Trigger, "~/stop_recording", self._stop)
@@ -106,6 +109,14 @@ class Trainer(Node):
                 return response
             if path.exists():
                 response.success, response.message = False, f"refused: {path} exists (nothing is overwritten)"
+                return response
+            silent = time.monotonic() - self.last_joint
+            if silent > float(param(self, "ground_truth_timeout")):
+                response.success = False
+                response.message = (f"refused: no ground truth on {self.resolve_topic_name(self.joint_topic)} "
+                                    f"{'yet' if silent == float('inf') else f'for {silent:.1f} s'}: "
+                                    "a recording without angles cannot train a model")
+                self.get_logger().error(response.message)
                 return response
             meta = {"subject": str(param(self, "subject")), "session": path.name,
                     "ground_truth_topic": self.joint_topic, "notes": str(param(self, "notes")),
@@ -167,6 +178,7 @@ class Trainer(Node):
         self._write(EMG_TOPIC, raw)
 
     def _on_joint(self, raw: bytes) -> None:
+        self.last_joint = time.monotonic()
         self._write(self.joint_topic, raw)
 
     def _flush(self) -> None:
