@@ -130,3 +130,23 @@ def test_every_declared_parameter_has_a_description_and_a_yaml_entry(monkeypatch
                 node.destroy_node()
     finally:
         rclpy.shutdown()
+
+
+def test_install_layout_is_what_the_ros_tools_read() -> None:
+    """As colcon lays it out: launch/ and config/ are real directories under share/ (ros2launch walks
+    them with os.walk, which does not follow directory links) and every executable is in
+    <prefix>/lib/emg_rcnn_ros (launch_ros, ros2 run), found by the same lookup as the share dir."""
+    import os
+
+    from emg_rcnn_ros.share import executable_path, prefix, share_dir
+
+    assert share_dir() == prefix() / "share" / "emg_rcnn_ros"
+    for sub, pattern in (("launch", ".launch.py"), ("config", ".yaml")):
+        d = share_dir() / sub
+        assert d.is_dir() and not d.is_symlink(), d
+        walked = {f for _, _, files in os.walk(share_dir()) for f in files if f.endswith(pattern)}
+        assert walked == {p.name for p in (PKG / sub).glob(f"*{pattern}")}, walked
+    kw = _setup_kwargs()
+    for exe in [*kw["nodes"], *kw["tools"]]:
+        path = executable_path(exe)
+        assert path.parent == prefix() / "lib" / "emg_rcnn_ros" and os.access(path, os.X_OK)
