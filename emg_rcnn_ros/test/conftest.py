@@ -150,6 +150,34 @@ class Launched:
         return self.proc.wait(30)
 
 
+def wait_for_messages(observer: Observer, topic: str, msg_type: type, count: int = 10, timeout: float = 60.0) -> bool:
+    """Whether `count` messages arrive on `topic` (best effort: matches any publisher)."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    got: list = []
+    sub = observer.node.create_subscription(msg_type, topic, got.append, qos_profile_sensor_data)
+    try:
+        return wait_for(lambda: len(got) >= count, timeout)
+    finally:
+        observer.node.destroy_subscription(sub)
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small RCNN of simulated subject 0 (the acquisition node's default subject): for tests of
+    processes and tools, not of accuracy."""
+    from emg_rcnn_ros.core.bundle import save_bundle
+    from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig
+    from emg_rcnn_ros.core.sessions import Session
+    from emg_rcnn_ros.core.train import train
+
+    d = simulate_session(SimConfig(rate=2000.0, channels=8, seed=100, subject_seed=0), 20.0)
+    s = Session(d["emg"].astype(float), 2000.0, d["joint_position"], d["joint_time"],
+                list(map(str, d["joint_names"])), list(map(str, d["channel_names"])))
+    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(epochs=2), progress=False)
+    return save_bundle(tmp_path_factory.mktemp("small") / "model", cfg, model)
+
+
 def trigger(observer: Observer, service: str, timeout: float = 30.0):
     """Call a std_srvs/Trigger service from the observer; returns the response."""
     from std_srvs.srv import Trigger

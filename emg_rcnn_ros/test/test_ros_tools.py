@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .conftest import Observer, wait_for
+from .conftest import Observer, wait_for, wait_for_messages
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -57,21 +57,6 @@ def env(ros_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     (tmp_path / "tmp").mkdir()
     e["TMPDIR"] = str(tmp_path / "tmp")
     return e
-
-
-@pytest.fixture(scope="module")
-def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from emg_rcnn_ros.core.bundle import save_bundle
-    from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig
-    from emg_rcnn_ros.core.sessions import Session
-    from emg_rcnn_ros.core.sim import SimConfig, simulate_session
-    from emg_rcnn_ros.core.train import train
-
-    d = simulate_session(SimConfig(rate=2000.0, channels=8, seed=100, subject_seed=0), 20.0)
-    s = Session(d["emg"].astype(float), 2000.0, d["joint_position"], d["joint_time"],
-                list(map(str, d["joint_names"])), list(map(str, d["channel_names"])))
-    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(epochs=2), progress=False)
-    return save_bundle(tmp_path_factory.mktemp("tools") / "model", cfg, model)
 
 
 class Ros2Launch:
@@ -208,7 +193,7 @@ def test_record_launch_with_service_calls_writes_a_readable_bag(env, observer, t
     launch = Ros2Launch(env, "emg_rcnn_ros", "record.launch.py", "autostart:=true", "subject:=s09",
                         f"params_file:={params}")
     try:
-        assert wait_for(lambda: _state(observer, "/emg_acquisition") == "active", 120.0, step=0.5), launch.text()
+        assert _truth_flows(observer), launch.text()
         r = _ros2(env, "service", "call", "/emg_trainer/start_recording", "std_srvs/srv/Trigger")
         assert r.returncode == 0 and "success=True" in r.stdout, r.stdout + r.stderr
         time.sleep(3.0)
@@ -219,6 +204,13 @@ def test_record_launch_with_service_calls_writes_a_readable_bag(env, observer, t
         _stopped_cleanly(launch, 2)
     session = load_bag(bag)
     assert session.duration > 2.0 and session.emg.shape[1] == 8 and len(session.joint_time) > 10
+
+
+def _truth_flows(observer: Observer) -> bool:
+    """The simulated amplifier's ground truth arrives (the trainer refuses to record without it)."""
+    from sensor_msgs.msg import JointState
+
+    return wait_for_messages(observer, "emg/ground_truth", JointState, 20, 120.0)
 
 
 def _trainer_params(tmp_path: Path) -> Path:
@@ -263,7 +255,7 @@ def test_colcon_build_then_launch_run_and_train_from_the_install(small_model: Pa
     launch = Ros2Launch(e, "emg_rcnn_ros", "record.launch.py", "autostart:=true", "subject:=s10",
                         f"params_file:={_trainer_params(tmp_path)}", prefix=src)
     try:
-        assert wait_for(lambda: _state(observer, "/emg_acquisition") == "active", 120.0, step=0.5), launch.text()
+        assert _truth_flows(observer), launch.text()
         assert str(lib / "emg_trainer") in _cmdlines(launch.proc.pid), _cmdlines(launch.proc.pid)
         for call in ("start_recording", "stop_recording", "train"):
             if call == "stop_recording":

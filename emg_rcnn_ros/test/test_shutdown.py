@@ -78,12 +78,13 @@ def _catches(pid: int, sig: int) -> bool:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_runner_stops_cleanly_when_signalled_during_autostart(sig: int, ros_env, observer, tmp_path: Path) -> None:
+def test_runner_stops_cleanly_when_signalled_during_autostart(sig: int, small_model: Path, ros_env,
+                                                              observer) -> None:
     """The signal comes as soon as the lifecycle services exist, while configure/activate are
     being driven; SIGINT goes to the whole process group, as a terminal's Ctrl-C does."""
     from lifecycle_msgs.srv import GetState
 
-    run = Launched(ros_env, "autostart:=true", f"model_path:={tmp_path / 'no-model'}", new_session=True)
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", new_session=True)
     client = observer.node.create_client(GetState, "/emg_acquisition/get_state")
     assert client.wait_for_service(timeout_sec=60.0), run.text()
     if sig == signal.SIGINT:

@@ -15,11 +15,18 @@ import yaml
 from emg_rcnn_ros.bags import load_bag
 from emg_rcnn_ros.share import default_params_file
 
-from .conftest import Launched, live_metrics, run_live, trigger, wait_for
+from .conftest import Launched, live_metrics, run_live, trigger, wait_for, wait_for_messages
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 CC_FLOOR = 0.6  # live CC of the model trained from a 40 s recording, mean over joints
+
+
+def _truth_flows(observer) -> bool:
+    """The simulated amplifier's ground truth arrives (the trainer refuses to record without it)."""
+    from sensor_msgs.msg import JointState
+
+    return wait_for_messages(observer, "emg/ground_truth", JointState, 20, 60.0)
 
 
 def _params(tmp_path: Path, **trainer: object) -> Path:
@@ -38,6 +45,7 @@ def test_record_train_and_estimate(ros_env, observer, tmp_path: Path) -> None:
     observer.node.create_subscription(String, "/emg_trainer/train_progress", lambda m: progress.append(m.data), 50)
     rec = Launched(ros_env, "autostart:=true", "subject:=s07", f"params_file:={_params(tmp_path)}", graph="record")
     try:
+        assert _truth_flows(observer), rec.text()
         r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
         assert r.success, r.message
         time.sleep(40.0)
@@ -149,6 +157,7 @@ def test_full_disk_stops_recording_cleanly(ros_env, observer, tmp_path: Path) ->
 
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     try:
+        assert _truth_flows(observer), "".join(lines)
         r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
         assert r.success, r.message
         assert wait_for(lambda: any("stopped:" in ln for ln in lines), 30.0), "".join(lines)
