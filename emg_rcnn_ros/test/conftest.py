@@ -186,8 +186,13 @@ def trigger(observer: Observer, service: str, timeout: float = 30.0):
     if not client.wait_for_service(timeout_sec=timeout):
         raise TimeoutError(f"{service} not available")
     fut = client.call_async(Trigger.Request())
-    if not wait_for(fut.done, timeout):
-        raise TimeoutError(f"{service} timed out")
+    if not wait_for(fut.done, timeout / 2):
+        # Right after discovery the server's response writer may not yet know our reader, and the
+        # response is lost (a DDS race, not the node's). Ask once more; a request that did run
+        # shows in the second answer (e.g. "already recording"), so nothing is hidden.
+        fut = client.call_async(Trigger.Request())
+        if not wait_for(fut.done, timeout / 2):
+            raise TimeoutError(f"{service} timed out (asked twice)")
     return fut.result()
 
 
