@@ -102,6 +102,14 @@ def test_launch_files_build_descriptions_where_launch_ros_exists() -> None:
         assert set(LAUNCH_ARGUMENTS) <= declared
 
 
+def _flat(params: dict, prefix: str = "") -> dict:
+    """Nested YAML maps are dotted parameter names in ROS (quality: {off_rms: ...} is quality.off_rms)."""
+    out = {}
+    for k, v in params.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 @pytest.mark.ros
 def test_every_declared_parameter_has_a_description_and_a_yaml_entry(monkeypatch) -> None:
     """Real nodes, constructed in-process: what they declare is what config/ ships."""
@@ -124,7 +132,7 @@ def test_every_declared_parameter_has_a_description_and_a_yaml_entry(monkeypatch
                 for name in declared:
                     desc = node.describe_parameter(name)
                     assert desc.description, f"{node.get_name()}.{name} has no description"
-                in_yaml = set(shipped[f"/**/{node.get_name()}"]["ros__parameters"])
+                in_yaml = set(_flat(shipped[f"/**/{node.get_name()}"]["ros__parameters"]))
                 assert declared == in_yaml, (node.get_name(), declared ^ in_yaml)
             finally:
                 node.destroy_node()

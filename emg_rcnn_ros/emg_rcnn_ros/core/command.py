@@ -1,6 +1,14 @@
-"""Turning joint estimates into controller commands that are safe to send to an exoskeleton:
-position limits, a velocity limit and first-order low-pass smoothing. Pure numpy; the estimator
-node owns the watchdog timer and calls `reset` when input stops."""
+"""Turning joint estimates into position commands that are safe to send to a device worn by a
+person. Pure numpy; the estimator node owns the clocks, the watchdog and the policy.
+
+Invariants, per joint and for any sequence of inputs (NaN and inf included; property-tested):
+- every command lies within [lower, upper];
+- the first command after `start` is the measured device position (no jump);
+- between consecutive commands, one command period `period` apart, the velocity
+  (y_k - y_k-1) / period stays within max_velocity and its change within max_acceleration * period.
+  The limits are taken per command period, never over a gap: after any gap the caller restarts.
+Targets are low-pass filtered (cutoff_hz, 0 = none) and approached with a braking profile, so the
+command settles on a target without overshoot."""
 
 from __future__ import annotations
 
@@ -8,41 +16,71 @@ import numpy as np
 
 
 class CommandShaper:
-    """Per-joint limits (rad), maximum velocity (rad/s), low-pass cutoff (Hz, 0 = none)."""
+    """Per-joint limits (rad), max velocity (rad/s), max acceleration (rad/s^2), cutoff (Hz), and
+    the command period (s, one step per estimate)."""
 
-    def __init__(self, lower: np.ndarray, upper: np.ndarray, max_velocity: np.ndarray, cutoff_hz: float) -> None:
+    def __init__(self, lower: np.ndarray, upper: np.ndarray, max_velocity: np.ndarray,
+                 max_acceleration: np.ndarray, cutoff_hz: float, period: float) -> None:
         self.lower, self.upper = np.asarray(lower, float), np.asarray(upper, float)
-        self.max_velocity = np.asarray(max_velocity, float)
+        self.vmax, self.amax = np.asarray(max_velocity, float), np.asarray(max_acceleration, float)
         n = len(self.lower)
-        if not (len(self.upper) == len(self.max_velocity) == n):
-            raise ValueError(f"limit arrays differ in length: {n}, {len(self.upper)}, {len(self.max_velocity)}")
-        if np.any(self.lower > self.upper) or np.any(self.max_velocity <= 0):
-            raise ValueError("need lower <= upper and max_velocity > 0 for every joint")
-        self.cutoff_hz = float(cutoff_hz)
+        if not (len(self.upper) == len(self.vmax) == len(self.amax) == n):
+            raise ValueError(f"limit arrays differ in length: {n}, {len(self.upper)}, {len(self.vmax)}, "
+                             f"{len(self.amax)}")
+        finite = np.all(np.isfinite(self.lower)) and np.all(np.isfinite(self.upper))
+        if not (finite and np.all(self.lower <= self.upper)):
+            raise ValueError("need finite lower <= upper for every joint")
+        if not (np.all(self.vmax > 0) and np.all(self.amax > 0) and np.all(np.isfinite(self.vmax))
+                and np.all(np.isfinite(self.amax))):
+            raise ValueError("need finite max_velocity > 0 and max_acceleration > 0 for every joint")
+        if not (period > 0 and np.isfinite(period)) or not (cutoff_hz >= 0):
+            raise ValueError(f"need period > 0 and cutoff_hz >= 0, got {period}, {cutoff_hz}")
+        self.period = float(period)
+        self.alpha = 1.0 - np.exp(-2 * np.pi * cutoff_hz * period) if cutoff_hz > 0 else 1.0
         self.reset()
 
-    def reset(self) -> None:
-        """Forget the previous command (after a timeout the next estimate starts afresh)."""
-        self._y: np.ndarray | None = None
-        self._t = 0.0
+    @property
+    def started(self) -> bool:
+        return self._y is not None
 
-    def step(self, target: np.ndarray, t: float) -> np.ndarray | None:
-        """Next command for estimate `target` at time t (s); None for a non-finite estimate."""
+    def reset(self) -> None:
+        """Forget the state: the next command must come from `start` (the measured position)."""
+        self._y: np.ndarray | None = None
+        self._v = np.zeros_like(self.lower)
+        self._target = None
+
+    def start(self, measured: np.ndarray) -> np.ndarray:
+        """Begin at the device's measured position, at rest. Raises ValueError if it is not finite
+        or outside the limits (a command there would break them; moving it in would be a jump)."""
+        m = np.asarray(measured, float)
+        if m.shape != self.lower.shape or not np.all(np.isfinite(m)):
+            raise ValueError(f"measured position {m} is not a finite vector of {len(self.lower)} joints")
+        if np.any(m < self.lower) or np.any(m > self.upper):
+            raise ValueError(f"measured position {np.round(m, 3).tolist()} is outside the limits "
+                             f"[{np.round(self.lower, 3).tolist()}, {np.round(self.upper, 3).tolist()}]")
+        self._y, self._v, self._target = m.copy(), np.zeros_like(m), m.copy()
+        return m.copy()
+
+    def step(self, target: np.ndarray) -> np.ndarray | None:
+        """The next command toward `target`, one period after the last; None (state unchanged) for a
+        target that is not finite or not started."""
         x = np.asarray(target, float)
-        if x.shape != self.lower.shape or not np.all(np.isfinite(x)):
+        if self._y is None or x.shape != self.lower.shape or not np.all(np.isfinite(x)):
             return None
-        x = np.clip(x, self.lower, self.upper)
-        if self._y is None:
-            self._y, self._t = x, t
-            return x.copy()
-        dt = t - self._t
-        if dt <= 0:
-            return self._y.copy()
-        y = x
-        if self.cutoff_hz > 0:
-            alpha = 1.0 - np.exp(-2 * np.pi * self.cutoff_hz * dt)
-            y = self._y + alpha * (x - self._y)
-        step = np.clip(y - self._y, -self.max_velocity * dt, self.max_velocity * dt)
-        self._y = np.clip(self._y + step, self.lower, self.upper)
-        self._t = t
+        self._target = self._target + self.alpha * (np.clip(x, self.lower, self.upper) - self._target)
+        P, a = self.period, self.amax
+        err = self._target - self._y
+        # The fastest speed now from which the command can still stop exactly at the target, braking
+        # by a*P per period: v = m*aP + r (0 <= r < aP) covers P*((m+1)*r + aP*m*(m+1)/2).
+        d, aP = np.abs(err), a * P
+        m = np.floor((-1 + np.sqrt(1 + 8 * d / (aP * P))) / 2)
+        r = (d / P - aP * m * (m + 1) / 2) / (m + 1)
+        v_stop = m * aP + np.clip(r, 0.0, aP)
+        v_want = np.sign(err) * np.minimum(np.minimum(v_stop, np.abs(err) / P), self.vmax)
+        v = np.clip(v_want, self._v - a * P, self._v + a * P)
+        v = np.clip(v, -self.vmax, self.vmax)
+        # Never beyond the limits; with the braking above this binds only by rounding.
+        v = np.clip(v, (self.lower - self._y) / P, (self.upper - self._y) / P)
+        self._y = np.clip(self._y + v * P, self.lower, self.upper)
+        self._v = v
         return self._y.copy()

@@ -4,8 +4,44 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+
 from ..core.sim import SimConfig, Simulator
 from .base import Block, SourceStats
+
+FAULTS = ("rail", "flat", "off", "mains")
+
+
+def parse_fault(text: str, channels: int) -> tuple[str, int] | None:
+    """'kind:channel' (e.g. 'rail:2') or '' for none; raises ValueError naming the problem."""
+    if not text:
+        return None
+    kind, _, ch = text.partition(":")
+    if kind not in FAULTS or not ch.isdigit() or not 0 <= int(ch) < channels:
+        raise ValueError(f"sim_fault '{text}': expected '' or KIND:CHANNEL with KIND one of {', '.join(FAULTS)} "
+                         f"and CHANNEL 0..{channels - 1}")
+    return kind, int(ch)
+
+
+def apply_fault(emg: np.ndarray, first: int, rate: float, fault: tuple[str, int] | None) -> np.ndarray:
+    """The electrode faults a real recording shows, on one channel of simulated samples: an offset
+    that drives the amplifier into its rails (+-2 mV here) with the signal riding on it, a dead flat
+    input, a disconnected input (amplifier noise only, 0.3 uV) and mains hum that swamps it (5 mV)."""
+    if fault is None:
+        return emg
+    kind, c = fault
+    out = emg.copy()
+    n = len(out)
+    if kind == "rail":
+        out[:, c] = np.clip(out[:, c] * 50 + 1.5e-3, -2e-3, 2e-3)
+    elif kind == "flat":
+        out[:, c] = 0.0
+    elif kind == "off":
+        out[:, c] = np.random.default_rng(first).normal(0.0, 3e-7, n)
+    elif kind == "mains":
+        t = (first + np.arange(n)) / rate
+        out[:, c] += 5e-3 * np.sin(2 * np.pi * 50.0 * t)
+    return out
 
 
 class SimulatedSource:
@@ -20,6 +56,7 @@ class SimulatedSource:
         self._next = 0
         self._t0 = 0.0
         self._chunk = 1
+        self.fault: tuple[str, int] | None = None  # set live (acquisition's sim_fault parameter)
 
     def start(self, chunk: int) -> None:
         """Start the stream clock now; `read` then returns `chunk` samples as each chunk completes."""
@@ -58,7 +95,7 @@ class SimulatedSource:
         if n <= 0:
             return []
         emg, truth = self.sim.generate(n)
-        block = Block(self._next, emg, truth)
+        block = Block(self._next, apply_fault(emg, self._next, self.rate, self.fault), truth)
         self._next = due
         self.stats.frames += n
         return [block]

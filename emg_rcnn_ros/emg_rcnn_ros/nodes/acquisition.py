@@ -11,6 +11,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from emg_rcnn_ros_msgs.msg import EmgArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
@@ -18,9 +19,10 @@ from sensor_msgs.msg import JointState
 
 from ..core.sim import SimConfig
 from ..drivers.base import Block, Chunker
-from ..drivers.simulated import SimulatedSource
+from ..drivers.simulated import SimulatedSource, parse_fault
 from .convert import emg_array, joint_state
 from .diagnostics import Diagnostics, Rate
+from .lifecycle import guarded
 from .params import declare, param
 from .process import run
 
@@ -41,6 +43,7 @@ class Acquisition(LifecycleNode):
             ("sim_subject", 0, "simulated: anatomy seed (same subject = same value)"),
             ("sim_joints", 2, "simulated: number of joints (1-3)"),
             ("mains_hz", 50.0, "simulated: mains interference frequency (Hz)"),
+            ("sim_fault", "", "simulated, live: electrode fault on channel C: '' | rail:C | flat:C | off:C | mains:C"),
             ("port", "/dev/ttyUSB0", "serial port of the amplifier"),
             ("baudrate", 921600, "serial baud rate"),
             ("sample_format", "int16", "serial: int16 | int24 sample encoding"),
@@ -57,8 +60,10 @@ class Acquisition(LifecycleNode):
         self.diag: Diagnostics | None = None
         self.fault: str | None = None
         self._fault_signal = self.create_guard_condition(self._on_fault)
+        self.add_on_set_parameters_callback(self._on_params)
 
     # lifecycle -----------------------------------------------------------------------------
+    @guarded
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         self.fault = None
         if self.diag is not None:
@@ -84,6 +89,7 @@ class Acquisition(LifecycleNode):
                                f"{self.chunk_n} samples per message")
         return TransitionCallbackReturn.SUCCESS
 
+    @guarded
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start the source and a pump thread that publishes each chunk as soon as it is complete
         (a ROS timer would add its own jitter to every sample's latency)."""
@@ -96,6 +102,20 @@ class Acquisition(LifecycleNode):
         self.pump.start()
         return super().on_activate(state)
 
+    def _on_params(self, params: list) -> SetParametersResult:
+        """sim_fault applies at once to a running simulated source (the others at configure)."""
+        for p in params:
+            if p.name == "sim_fault":
+                channels = self.source.channels if self.source is not None else int(param(self, "channels"))
+                try:
+                    fault = parse_fault(str(p.value), channels)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                if isinstance(self.source, SimulatedSource):
+                    self.source.fault = fault
+                    self.get_logger().warn(f"simulated electrode fault: {p.value or 'none'}")
+        return SetParametersResult(successful=True)
+
     def _on_fault(self) -> None:
         if self.fault is not None and self._state_machine.current_state[1] == "active":
             self.trigger_deactivate()  # on_deactivate answers ERROR: error processing follows
@@ -106,6 +126,7 @@ class Acquisition(LifecycleNode):
         self.get_logger().error(f"error processing: source closed ({self.fault or 'transition failed'})")
         return TransitionCallbackReturn.SUCCESS
 
+    @guarded
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         if self.fault is not None:
             return TransitionCallbackReturn.ERROR
@@ -114,10 +135,12 @@ class Acquisition(LifecycleNode):
             self._publish(block)
         return super().on_deactivate(state)
 
+    @guarded
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self.close()
         return TransitionCallbackReturn.SUCCESS
 
+    @guarded
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
         self.close()
         return TransitionCallbackReturn.SUCCESS
@@ -140,7 +163,9 @@ class Acquisition(LifecycleNode):
             cfg = SimConfig(rate=float(param(self, "sample_rate")), channels=int(param(self, "channels")),
                             joints=int(param(self, "sim_joints")), seed=int(param(self, "sim_seed")),
                             subject_seed=int(param(self, "sim_subject")), mains_hz=float(param(self, "mains_hz")))
-            return SimulatedSource(cfg)
+            src = SimulatedSource(cfg)
+            src.fault = parse_fault(str(param(self, "sim_fault")), cfg.channels)
+            return src
         if driver in ("serial", "openbci_cyton"):
             from ..drivers.serial_source import make_serial_source
 

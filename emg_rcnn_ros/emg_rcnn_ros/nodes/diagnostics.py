@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 
 
@@ -36,7 +37,8 @@ class Diagnostics:
         self.level, self.message = DiagnosticStatus.OK, "ok"
         self._lock = threading.Lock()
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = node.create_timer(period, self.publish)
+        # A steady clock: with use_sim_time and no /clock, diagnostics must still be published.
+        self._timer = node.create_timer(period, self.publish, clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def latency(self, seconds: float) -> None:
         with self._lock:

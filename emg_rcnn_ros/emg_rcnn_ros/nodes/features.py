@@ -16,6 +16,7 @@ from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from ..core.config import FeatureConfig, from_dict, to_dict
 from ..core.errors import ConfigError
 from ..core.frames import FeatureExtractor
+from ..core.quality import QualityConfig, QualityTracker
 from .convert import emg_features, emg_samples, to_ns
 from .diagnostics import Diagnostics, Rate
 from .fast_subscription import FastSubscription
@@ -37,7 +38,21 @@ class Features(Node):
         }
         for k, v in defaults.items():
             declare(self, k, v, descriptions[k])
+        qdesc = {
+            "clip_fraction": "signal quality: share of samples on plateaus at the window's extremes: clipped",
+            "flat_ptp": "signal quality: peak-to-peak below this is a flat line (V)",
+            "off_rms": "signal quality: 20-450 Hz RMS below this is an electrode off (V)",
+            "jump_volts": "signal quality: a baseline step larger than this within a window is an electrode off (V)",
+            "mains_ratio": "signal quality: share of 20-450 Hz power at mains (and 3rd harmonic) that flags hum",
+        }
+        qdefaults = QualityConfig()
+        for k, desc in qdesc.items():
+            declare(self, f"quality.{k}", float(getattr(qdefaults, k)), desc)
         self.cfg = self._feature_config()
+        self.qcfg = QualityConfig(**{k: float(param(self, f"quality.{k}")) for k in qdesc},
+                                  mains_hz=self.cfg.mains_hz or 50.0)
+        self.quality: QualityTracker | None = None
+        self.channel_names: list[str] = []
         self.extractor: FeatureExtractor | None = None
         self.key: tuple[float, int] | None = None
         self.expected: int | None = None
@@ -96,7 +111,11 @@ class Features(Node):
                 self.key = None
                 return
             self.key, self.base = key, int(msg.sequence)
+            self.quality = QualityTracker(self.qcfg, key[0], self.extractor.layout.window_n)
         self.expected = int(msg.sequence) + len(x)
+        if len(msg.channel_names) == x.shape[1]:
+            self.channel_names = list(msg.channel_names)
+        self.quality.push(x)
         feats, ends = self.extractor.process(x)
         if not len(ends):
             return
@@ -106,7 +125,7 @@ class Features(Node):
         for f, e in zip(feats, ends):
             stamp = t0 + int(round(e * 1e9 / key[0]))
             self.pub.publish(emg_features(f, lay.centres, key[0], lay.window_n / key[0], self.base + int(e), stamp,
-                                          msg.header.frame_id))
+                                          msg.header.frame_id, self.quality.frame(int(e)), self.channel_names))
             self.rate_out.count += 1
             self.diag.latency((now - stamp) * 1e-9)
 

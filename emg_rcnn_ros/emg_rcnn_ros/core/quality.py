@@ -1,0 +1,109 @@
+"""Per-channel signal quality of one analysis window, so that an electrode that fell off, a
+channel at the rails, a dead input or mains hum is never read as muscle activity.
+
+Each channel of a window gets a bitmask (0 = good). The measures work on the raw samples (volts,
+before the band-pass), and stay cheap: one real FFT of the window for all channels.
+- CLIPPED: at least `clip_fraction` of the samples sit on plateaus (3 or more equal samples) at the
+  window's maximum or minimum while the signal does vary: the amplifier is saturating.
+- FLAT: peak-to-peak below `flat_ptp`: a dead input or a stuck ADC.
+- OFF: electrode off. Broadband (20-450 Hz) RMS below `off_rms`, the floor of an input connected to
+  nothing but the amplifier (skin-electrode noise alone is several uV); or a step in the baseline
+  larger than `jump_volts` within the window (an electrode lifting or popping).
+- MAINS: more than `mains_ratio` of the 20-450 Hz power within one FFT bin of the mains frequency
+  and its third harmonic: hum swamps the muscle signal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CLIPPED, FLAT, OFF, MAINS = 1, 2, 4, 8
+REASONS = {CLIPPED: "clipped", FLAT: "flat line", OFF: "electrode off", MAINS: "mains hum"}
+
+
+@dataclass
+class QualityConfig:
+    clip_fraction: float = 0.02
+    flat_ptp: float = 1e-7  # V
+    off_rms: float = 1e-6  # V, 20-450 Hz
+    jump_volts: float = 1e-3  # V
+    mains_ratio: float = 0.5
+    mains_hz: float = 50.0
+
+
+def describe(flags: int) -> str:
+    return ", ".join(text for bit, text in REASONS.items() if flags & bit)
+
+
+def assess(window: np.ndarray, rate: float, cfg: QualityConfig) -> np.ndarray:
+    """Bitmask per channel of a [samples, channels] window of raw EMG in volts."""
+    x = np.asarray(window, np.float64)
+    n = x.shape[0]
+    flags = np.zeros(x.shape[1], np.uint8)
+    if n < 8:
+        return flags
+    hi, lo = x.max(axis=0), x.min(axis=0)
+    ptp = hi - lo
+    flat = ptp < cfg.flat_ptp
+    flags[flat] |= FLAT
+
+    eps = 1e-9 * np.maximum(np.abs(hi), np.abs(lo)) + 1e-15
+    at_rail = (x >= hi - eps) | (x <= lo + eps)
+    # Samples on plateaus: equal to a neighbour on both sides, or the ends of such runs.
+    same_next = np.zeros_like(at_rail)
+    same_next[:-1] = np.abs(np.diff(x, axis=0)) <= eps
+    plateau = same_next.copy()
+    plateau[1:] |= same_next[:-1]
+    run3 = np.zeros_like(at_rail)
+    run3[1:-1] = same_next[:-2] & same_next[1:-1]  # three equal in a row, centred here
+    near = run3.copy()
+    near[:-1] |= run3[1:]
+    near[1:] |= run3[:-1]
+    clipped_share = (at_rail & plateau & near).mean(axis=0)
+    flags[(clipped_share >= cfg.clip_fraction) & ~flat] |= CLIPPED
+
+    spec = np.abs(np.fft.rfft(x - x.mean(axis=0), axis=0)) ** 2
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    band = (freqs >= 20.0) & (freqs <= min(450.0, rate / 2))
+    power = spec[band].sum(axis=0)
+    rms = np.sqrt(2.0 * power) / n  # Parseval, one-sided
+    hum_high = np.zeros_like(flat)
+    if cfg.mains_hz > 0:
+        df = freqs[1]
+        near_mains = np.zeros_like(freqs, bool)
+        for h in (cfg.mains_hz, 3 * cfg.mains_hz):
+            near_mains |= np.abs(freqs - h) <= df * 1.01
+        hum = spec[band & near_mains].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = np.where(power > 0, hum / power, 0.0)
+        hum_high = (share > cfg.mains_ratio) & ~flat
+        flags[hum_high] |= MAINS
+    q = max(1, n // 4)
+    # A baseline step between the window's first and last quarter; strong hum moves these medians
+    # too, so it is not read as a step.
+    jump = (np.abs(np.median(x[-q:], axis=0) - np.median(x[:q], axis=0)) > cfg.jump_volts) & ~hum_high
+    flags[((rms < cfg.off_rms) | jump) & ~flat] |= OFF
+    return flags
+
+
+class QualityTracker:
+    """Keeps the last samples of a stream so that each frame's own window can be assessed.
+    Indices are those of the framer: sample 0 is the first sample pushed."""
+
+    def __init__(self, cfg: QualityConfig, rate: float, window_n: int) -> None:
+        self.cfg, self.rate, self.window_n = cfg, rate, window_n
+        self.buf: np.ndarray | None = None
+        self.start = 0  # stream index of buf[0]
+
+    def push(self, x: np.ndarray) -> None:
+        self.buf = x.copy() if self.buf is None else np.concatenate([self.buf, x])
+        keep = self.window_n + len(x)
+        if len(self.buf) > keep:
+            self.start += len(self.buf) - keep
+            self.buf = self.buf[-keep:]
+
+    def frame(self, end: int) -> np.ndarray:
+        """Flags of the window whose last sample has stream index `end`."""
+        stop = end + 1 - self.start
+        return assess(self.buf[max(0, stop - self.window_n):stop], self.rate, self.cfg)

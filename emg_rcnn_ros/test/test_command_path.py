@@ -1,0 +1,223 @@
+"""The command path with real node processes and the simulated amplifier, as a safety reviewer
+would drive it: the device's measured state (published here, as a controller's joint_states would
+be) starts far from the estimate; the amplifier stops and restarts; the watchdog runs under
+use_sim_time with no /clock; electrode faults are injected into the simulated stream; a
+transition callback raises. Commands must start at the measured position, keep the velocity and
+acceleration limits between consecutive commands, stop with a reason on /diagnostics, and resume
+from the measured position."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from emg_rcnn_ros.share import default_params_file
+
+from .conftest import Launched, transition, wait_for
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+P = 0.02  # command period: one per 20 ms frame
+VMAX, AMAX = 0.5, 2.0
+LOWER, UPPER = [-0.6, 0.2], [0.6, 1.6]
+MEASURED = [0.55, 1.55]  # far from where the estimates are
+
+
+def _params(tmp_path: Path, estimator: dict, acquisition: dict | None = None) -> Path:
+    data = yaml.safe_load(default_params_file().read_text())
+    data["/**/emg_estimator"]["ros__parameters"].update({
+        "controller_joints": ["wrist_flexion", "elbow_flexion"], "position_min": LOWER, "position_max": UPPER,
+        "max_velocity": [VMAX, VMAX], "max_acceleration": [AMAX, AMAX], "smoothing_cutoff": 0.0,
+        "measured_state_topic": "/arm/joint_states", **estimator})
+    data["/**/emg_acquisition"]["ros__parameters"].update(acquisition or {})
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(data))
+    return out
+
+
+class Rig:
+    """The test's side of the device: publishes the measured joint state, records commands and
+    the estimator's diagnostics."""
+
+    def __init__(self, observer, measured: list[float] | None = MEASURED) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import JointState
+        from std_msgs.msg import Float64MultiArray
+
+        self.lock = threading.Lock()
+        self.cmds: list[tuple[float, list[float]]] = []
+        self.diags: list[tuple[float, int, str]] = []
+        self.measured = measured
+        node = observer.node
+        node.create_subscription(Float64MultiArray, "arm/commands", self._on_cmd, 50)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 50)
+        pub = node.create_publisher(JointState, "/arm/joint_states", 10)
+
+        def tick() -> None:
+            if self.measured is not None:  # elbow first: matched by name, not by order
+                pub.publish(JointState(name=["elbow_flexion", "wrist_flexion"],
+                                       position=[self.measured[1], self.measured[0]]))
+
+        node.create_timer(0.01, tick)
+
+    def _on_cmd(self, m) -> None:
+        with self.lock:
+            self.cmds.append((time.monotonic(), list(m.data)))
+
+    def _on_diag(self, m) -> None:
+        for s in m.status:
+            if s.name.endswith("emg_estimator"):
+                with self.lock:
+                    self.diags.append((time.monotonic(), int.from_bytes(s.level, "little"), s.message))
+
+    def commands(self) -> np.ndarray:
+        with self.lock:
+            return np.array([c[1] for c in self.cmds])
+
+    def diag_since(self, t: float, text: str) -> bool:
+        with self.lock:
+            return any(d[0] >= t and d[1] > 0 and text in d[2] for d in self.diags)
+
+
+def _check_limits(cmds: np.ndarray) -> None:
+    """Within the position limits; between consecutive commands within the velocity limit, and the
+    velocity changes within the acceleration limit (each run starts at rest)."""
+    assert np.all(cmds >= np.array(LOWER) - 1e-9) and np.all(cmds <= np.array(UPPER) + 1e-9)
+    v = np.diff(cmds, axis=0) / P
+    assert np.all(np.abs(v) <= VMAX + 1e-6), np.abs(v).max(axis=0)
+    a = np.diff(np.vstack([np.zeros((1, 2)), v]), axis=0) / P
+    assert np.all(np.abs(a) <= AMAX + 1e-4), np.abs(a).max(axis=0)
+
+
+def _runs(rig: Rig, gap: float = 0.3) -> list[np.ndarray]:
+    """Commands split where they paused (a stop and a restart)."""
+    with rig.lock:
+        t = np.array([c[0] for c in rig.cmds])
+        data = np.array([c[1] for c in rig.cmds])
+    cut = np.flatnonzero(np.diff(t) > gap) + 1
+    return np.split(data, cut)
+
+
+def test_commands_start_at_the_device_ramp_within_limits_and_survive_a_restart(small_model: Path, ros_env,
+                                                                             observer, tmp_path: Path) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    rig = Rig(observer)
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
+                   f"params_file:={_params(tmp_path, {})}")
+    try:
+        assert wait_for(lambda: len(rig.cmds) > 60, 90.0), run.text()
+        first = rig.commands()[0]
+        assert np.allclose(first, MEASURED), first  # where the device is, not where the estimate is
+        assert "commands start at the measured position" in run.text()
+        # The amplifier stops: commands stop, with the reason on /diagnostics.
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
+        t_stop = time.monotonic()
+        assert wait_for(lambda: rig.diag_since(t_stop, "no accepted input"), 10.0), run.text()
+        n = len(rig.cmds)
+        time.sleep(2.0)  # a 2 s gap; then the stream restarts at sequence 0 (backwards) with a jump in stamps
+        assert len(rig.cmds) <= n + 1
+        rig.measured = [-0.5, 0.3]  # the device was moved meanwhile
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_ACTIVATE)
+        assert wait_for(lambda: len(rig.cmds) > n + 60, 60.0), run.text()
+        runs = _runs(rig)
+        assert len(runs) >= 2 and np.allclose(runs[-1][0], [-0.5, 0.3]), runs[-1][:3]  # restarts at the device
+        for r in runs:
+            _check_limits(r)
+        # The estimator itself is cycled: inactive, it sends nothing; active again, it starts at the device.
+        assert transition(observer, "/emg_estimator", Transition.TRANSITION_DEACTIVATE)
+        n = len(rig.cmds)
+        time.sleep(1.0)
+        assert len(rig.cmds) <= n + 1
+        assert transition(observer, "/emg_estimator", Transition.TRANSITION_ACTIVATE)
+        assert wait_for(lambda: len(rig.cmds) > n + 20, 60.0), run.text()
+        assert np.allclose(_runs(rig)[-1][0], [-0.5, 0.3])
+        # No measured state: commands stop, and say why.
+        rig.measured = None
+        t_gone = time.monotonic()
+        assert wait_for(lambda: rig.diag_since(t_gone, "measured device state"), 10.0), run.text()
+        n = len(rig.cmds)
+        time.sleep(1.0)
+        assert len(rig.cmds) <= n + 1
+    finally:
+        assert run.stop() == 0, run.text()
+
+
+def test_watchdog_fires_under_use_sim_time_without_a_clock(small_model: Path, ros_env, observer,
+                                                           tmp_path: Path) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    rig = Rig(observer)
+    params = _params(tmp_path, {"use_sim_time": True})
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
+                   f"params_file:={params}")
+    try:
+        assert wait_for(lambda: len(rig.cmds) > 20, 90.0), run.text()
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
+        t_stop = time.monotonic()
+        assert wait_for(lambda: "no accepted EMG features" in run.text(), 10.0), run.text()
+        assert wait_for(lambda: rig.diag_since(t_stop, "no accepted input"), 10.0), run.text()
+    finally:
+        assert run.stop() == 0, run.text()
+
+
+@pytest.mark.parametrize("policy", ["hold", "safe"])
+def test_quality_gate_stops_or_ramps_to_safe_names_the_channel_and_resumes(policy: str, small_model: Path, ros_env,
+                                                                          observer, tmp_path: Path) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    rig = Rig(observer)
+    safe = [0.0, 0.9]
+    params = _params(tmp_path, {"quality_policy": policy, "safe_posture": safe})
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
+                   f"params_file:={params}")
+    client = observer.node.create_client(SetParameters, "/emg_acquisition/set_parameters")
+
+    def fault(text: str) -> None:
+        assert client.wait_for_service(timeout_sec=30.0)
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=text)
+        fut = client.call_async(SetParameters.Request(parameters=[Parameter(name="sim_fault", value=value)]))
+        assert wait_for(fut.done, 30.0) and fut.result().results[0].successful, fut.result()
+
+    faults = [("rail:1", "emg1: clipped"), ("flat:2", "emg2: flat line"), ("off:3", "emg3: electrode off"),
+              ("mains:4", "emg4: mains hum")]
+    try:
+        assert wait_for(lambda: len(rig.cmds) > 40, 90.0), run.text()
+        for spec, named in faults if policy == "hold" else faults[:1]:
+            t_fault = time.monotonic()
+            fault(spec)
+            assert wait_for(lambda: rig.diag_since(t_fault, named), 10.0), (spec, rig.diags[-3:])  # noqa: B023
+            if policy == "hold":
+                n = len(rig.cmds)
+                time.sleep(1.0)
+                assert len(rig.cmds) <= n + 2, spec  # held: no new commands
+            else:
+                assert wait_for(lambda: np.allclose(rig.commands()[-1], safe), 30.0), rig.commands()[-3:]
+                n = len(rig.cmds)
+                time.sleep(1.0)
+                assert len(rig.cmds) == n  # at the safe posture, it stops
+            fault("")
+            n = len(rig.cmds)
+            assert wait_for(lambda: len(rig.cmds) > n + 20, 30.0), (spec, run.text()[-2000:])  # noqa: B023
+        for r in _runs(rig):
+            _check_limits(r)
+    finally:
+        assert run.stop() == 0, run.text()
+
+
+def test_a_raising_transition_callback_fails_the_transition_with_a_log_line(small_model: Path, ros_env,
+                                                                            tmp_path: Path) -> None:
+    params = _params(tmp_path, {"measured_state_topic": "not a valid topic!"})
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
+                   f"params_file:={params}")
+    code = run.proc.wait(60)
+    text = run.text()
+    assert code != 0, text
+    assert "configure failed" in text and "not a valid topic!" in text, text
+    assert "/emg_estimator: transition 'configure' failed" in text
