@@ -8,7 +8,8 @@ before the band-pass), and stay cheap: one real FFT of the window for all channe
 - FLAT: peak-to-peak below `flat_ptp`: a dead input or a stuck ADC.
 - OFF: electrode off. Broadband (20-450 Hz) RMS below `off_rms`, the floor of an input connected to
   nothing but the amplifier (skin-electrode noise alone is several uV); or a step in the baseline
-  larger than `jump_volts` within the window (an electrode lifting or popping).
+  (mean of the last quarter of the window against the first) larger than `jump_volts` (an
+  electrode lifting or popping).
 - MAINS: more than `mains_ratio` of the 20-450 Hz power within one FFT bin of the mains frequency
   and its third harmonic: hum swamps the muscle signal."""
 
@@ -50,18 +51,20 @@ def assess(window: np.ndarray, rate: float, cfg: QualityConfig) -> np.ndarray:
 
     eps = 1e-9 * np.maximum(np.abs(hi), np.abs(lo)) + 1e-15
     at_rail = (x >= hi - eps) | (x <= lo + eps)
-    # Samples on plateaus: equal to a neighbour on both sides, or the ends of such runs.
-    same_next = np.zeros_like(at_rail)
-    same_next[:-1] = np.abs(np.diff(x, axis=0)) <= eps
-    plateau = same_next.copy()
-    plateau[1:] |= same_next[:-1]
-    run3 = np.zeros_like(at_rail)
-    run3[1:-1] = same_next[:-2] & same_next[1:-1]  # three equal in a row, centred here
-    near = run3.copy()
-    near[:-1] |= run3[1:]
-    near[1:] |= run3[:-1]
-    clipped_share = (at_rail & plateau & near).mean(axis=0)
-    flags[(clipped_share >= cfg.clip_fraction) & ~flat] |= CLIPPED
+    maybe = (at_rail.mean(axis=0) >= cfg.clip_fraction) & ~flat  # a varying signal touches its extremes once
+    if maybe.any():
+        c = np.flatnonzero(maybe)
+        xs, rail = x[:, c], at_rail[:, c]
+        # Samples on runs of three or more equal values: a saturated amplifier, not a peak.
+        same_next = np.zeros_like(rail)
+        same_next[:-1] = np.abs(np.diff(xs, axis=0)) <= eps[c]
+        run3 = np.zeros_like(rail)
+        run3[1:-1] = same_next[:-2] & same_next[1:-1]  # three equal in a row, centred here
+        on_run = run3.copy()
+        on_run[:-1] |= run3[1:]
+        on_run[1:] |= run3[:-1]
+        share = (rail & on_run).mean(axis=0)
+        flags[c[share >= cfg.clip_fraction]] |= CLIPPED
 
     spec = np.abs(np.fft.rfft(x - x.mean(axis=0), axis=0)) ** 2
     freqs = np.fft.rfftfreq(n, 1.0 / rate)
@@ -82,7 +85,7 @@ def assess(window: np.ndarray, rate: float, cfg: QualityConfig) -> np.ndarray:
     q = max(1, n // 4)
     # A baseline step between the window's first and last quarter; strong hum moves these medians
     # too, so it is not read as a step.
-    jump = (np.abs(np.median(x[-q:], axis=0) - np.median(x[:q], axis=0)) > cfg.jump_volts) & ~hum_high
+    jump = (np.abs(x[-q:].mean(axis=0) - x[:q].mean(axis=0)) > cfg.jump_volts) & ~hum_high
     flags[((rms < cfg.off_rms) | jump) & ~flat] |= OFF
     return flags
 

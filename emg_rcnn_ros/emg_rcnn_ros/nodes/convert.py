@@ -48,7 +48,7 @@ def emg_samples(msg: EmgArray) -> np.ndarray:
 
 
 def emg_features(feats: np.ndarray, frequencies: np.ndarray, rate: float, window: float, seq: int, stamp_ns: int,
-                 frame_id: str, quality: np.ndarray, channel_names: list[str]) -> EmgFeatures:
+                 frame_id: str, quality: np.ndarray) -> EmgFeatures:
     msg = EmgFeatures()
     msg.sample_rate = float(rate)
     msg.header.stamp = from_ns(stamp_ns)
@@ -59,7 +59,6 @@ def emg_features(feats: np.ndarray, frequencies: np.ndarray, rate: float, window
     msg.window_duration = float(window)
     msg.sequence = int(seq)
     msg.channel_quality = bytes(np.asarray(quality, np.uint8))
-    msg.channel_names = channel_names
     return msg
 
 

@@ -282,17 +282,14 @@ class Estimator(LifecycleNode):
         self.stops.pop("rejected", None)
         if self.pending:
             self.skipped += 1
-        quality = np.frombuffer(bytes(msg.channel_quality), np.uint8) if len(msg.channel_quality) else None
-        names = list(msg.channel_names) or [f"ch{i}" for i in range(key[1])]
-        self.pending.append((frame, stamp, reset or self.restart, self._quality_text(quality, names)))
+        quality = bytes(msg.channel_quality)
+        self.pending.append((frame, stamp, reset or self.restart, self._quality_text(quality) if any(quality) else ""))
         self.restart = False
 
-    @staticmethod
-    def _quality_text(quality: np.ndarray | None, names: list[str]) -> str:
-        if quality is None or not quality.any():
-            return ""
-        return "; ".join(f"{names[c] if c < len(names) else c}: {describe(int(q))}"
-                         for c, q in enumerate(quality) if q)
+    def _quality_text(self, quality: bytes) -> str:
+        """'emg3: electrode off; ...' for the flagged channels, named as the model knows them."""
+        names = list(self.bundle.config["channel_names"])
+        return "; ".join(f"{names[c] if c < len(names) else c}: {describe(q)}" for c, q in enumerate(quality) if q)
 
     def _reject(self, text: str) -> None:
         self.rejected += 1

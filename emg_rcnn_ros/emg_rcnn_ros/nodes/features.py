@@ -52,7 +52,6 @@ class Features(Node):
         self.qcfg = QualityConfig(**{k: float(param(self, f"quality.{k}")) for k in qdesc},
                                   mains_hz=self.cfg.mains_hz or 50.0)
         self.quality: QualityTracker | None = None
-        self.channel_names: list[str] = []
         self.extractor: FeatureExtractor | None = None
         self.key: tuple[float, int] | None = None
         self.expected: int | None = None
@@ -113,8 +112,6 @@ class Features(Node):
             self.key, self.base = key, int(msg.sequence)
             self.quality = QualityTracker(self.qcfg, key[0], self.extractor.layout.window_n)
         self.expected = int(msg.sequence) + len(x)
-        if len(msg.channel_names) == x.shape[1]:
-            self.channel_names = list(msg.channel_names)
         self.quality.push(x)
         feats, ends = self.extractor.process(x)
         if not len(ends):
@@ -125,7 +122,7 @@ class Features(Node):
         for f, e in zip(feats, ends):
             stamp = t0 + int(round(e * 1e9 / key[0]))
             self.pub.publish(emg_features(f, lay.centres, key[0], lay.window_n / key[0], self.base + int(e), stamp,
-                                          msg.header.frame_id, self.quality.frame(int(e)), self.channel_names))
+                                          msg.header.frame_id, self.quality.frame(int(e))))
             self.rate_out.count += 1
             self.diag.latency((now - stamp) * 1e-9)
 
