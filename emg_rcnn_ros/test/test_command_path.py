@@ -8,6 +8,7 @@ from the measured position."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -221,3 +222,62 @@ def test_a_raising_transition_callback_fails_the_transition_with_a_log_line(smal
     assert code != 0, text
     assert "configure failed" in text and "not a valid topic!" in text, text
     assert "/emg_estimator: transition 'configure' failed" in text
+
+
+def test_trajectory_commands_for_joint_trajectory_controllers(small_model: Path, ros_env, observer,
+                                                              tmp_path: Path) -> None:
+    from trajectory_msgs.msg import JointTrajectory
+
+    Rig(observer)  # the measured state
+    got: list = []
+    observer.node.create_subscription(JointTrajectory, "arm/commands", got.append, 50)
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
+                   f"params_file:={_params(tmp_path, {'command_type': 'trajectory'})}")
+    try:
+        assert wait_for(lambda: len(got) > 30, 90.0), run.text()
+    finally:
+        assert run.stop() == 0, run.text()
+    assert all(list(m.joint_names) == ["wrist_flexion", "elbow_flexion"] and len(m.points) == 1 for m in got)
+    assert all(m.points[0].time_from_start.sec == 0 and m.points[0].time_from_start.nanosec == 20_000_000 for m in got)
+    pos = np.array([list(m.points[0].positions) for m in got])
+    assert np.allclose(pos[0], MEASURED)
+    _check_limits(pos)
+
+
+def test_stamps_going_backwards_restart_the_ramp_at_the_device(small_model: Path, ros_env, observer,
+                                                               tmp_path: Path) -> None:
+    """The amplifier runs on a simulated clock (/clock from here) that is set back while it
+    restarts: the stream's stamps go backwards. Commands stop, say so, and start again at the
+    device; no step breaks the limits."""
+    from lifecycle_msgs.msg import Transition
+    from rosgraph_msgs.msg import Clock
+
+    rig = Rig(observer)
+    clock = {"t": 1000.0}
+    pub = observer.node.create_publisher(Clock, "/clock", 10)
+
+    def tick() -> None:
+        clock["t"] += 0.01
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = int(clock["t"]), int((clock["t"] % 1) * 1e9)
+        pub.publish(msg)
+
+    observer.node.create_timer(0.01, tick)
+    params = _params(tmp_path, {}, acquisition={"use_sim_time": True})
+    run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
+                   f"params_file:={params}")
+    try:
+        assert wait_for(lambda: len(rig.cmds) > 40, 90.0), run.text()
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
+        clock["t"] = 500.0  # back by ~8 minutes
+        n = len(rig.cmds)
+        rig.measured = [0.1, 1.0]
+        assert transition(observer, "/emg_acquisition", Transition.TRANSITION_ACTIVATE)
+        assert wait_for(lambda: len(rig.cmds) > n + 40, 60.0), run.text()
+    finally:
+        assert run.stop() == 0, run.text()
+    assert re.search(r"stream went backwards \(sequence \d+ -> \d+, stamp -[0-9.]+ s\)", run.text()), run.text()
+    runs = _runs(rig)
+    assert np.allclose(runs[-1][0], [0.1, 1.0]), runs[-1][:3]
+    for r in runs:
+        _check_limits(r)

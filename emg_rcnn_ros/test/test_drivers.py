@@ -188,3 +188,49 @@ def test_bad_driver_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="gain"):
         make_serial_source("openbci_cyton", port="/dev/null", baudrate=115200, channels=8, rate=250.0,
                            sample_format="int16", gain=0.0, vref=2.5, read_timeout=0.1, max_backoff=1.0)
+
+
+def test_serial_stamps_follow_a_device_clock_2_percent_off_through_a_bursty_pty(tmp_path: Path) -> None:
+    """A device at 1020 Hz whose nominal rate is 1000 Hz, its frames written in bursts of 20-40 ms.
+    The stamps come from the fitted clock: after 2 s they are within 2 ms of the samples' true
+    times (of which the writer's own scheduling delays can only make arrivals later)."""
+    import threading
+
+    pty = Pty(tmp_path / "ttyEMG")
+    true_rate, per_frame = 1020.0, 4
+    src = make_serial_source("serial", port=str(pty.link), baudrate=921600, channels=2, rate=1000.0,
+                             sample_format="int16", gain=1.0, vref=2.5, read_timeout=0.05, max_backoff=0.2)
+    src.start(10)
+    stop = threading.Event()
+    t_start: list[float] = []
+
+    def device() -> None:
+        rng = np.random.default_rng(0)
+        sent = 0
+        t_start.append(time.time())
+        while not stop.is_set():
+            time.sleep(rng.uniform(0.02, 0.04))
+            due = int((time.time() - t_start[0]) * true_rate) // per_frame * per_frame
+            zero = np.zeros((per_frame, 2), np.int64)
+            pty.write(b"".join(encode_framed(i, zero, 2) for i in range(sent, due, per_frame)))
+            sent = due
+
+    try:
+        assert wait_for(lambda: src.connected, 5.0)
+        writer = threading.Thread(target=device, daemon=True)
+        writer.start()
+        blocks: list[Block] = []
+        errors = []
+        end = time.monotonic() + 6.0
+        while time.monotonic() < end:
+            for b in src.read(0.05):
+                blocks.append(b)
+                if b.first / true_rate > 2.0:
+                    errors.append(src.stamp_ns(b.first) * 1e-9 - (t_start[0] + b.first / true_rate))
+        assert len(errors) > 50
+        assert np.abs(errors).max() < 2e-3, (np.abs(errors).max(), src.host_clock.rate)
+        assert abs(src.host_clock.rate / true_rate - 1) < 2e-3
+    finally:
+        stop.set()
+        src.stop()
+        pty.unplug()

@@ -13,6 +13,7 @@ import numpy as np
 import serial
 
 from .base import Block, SourceStats
+from .clock import ClockFit
 from .protocols import CYTON_RATE, CYTON_START, CYTON_STOP, CytonParser, FramedParser, SampleClock, cyton_scale
 
 WRITE_TIMEOUT = 1.0  # s: a start/stop command to a wedged device must not hang the reader
@@ -31,6 +32,7 @@ class SerialSource:
         self.start_cmd, self.stop_cmd = start_cmd, stop_cmd
         self.stats = SourceStats()
         self.clock = SampleClock(parser.wrap)
+        self.host_clock = ClockFit(rate)  # stream index -> host time, from arrival times
         self.connected = False
         self.overflow = 0  # samples lost because the queue was full
         self._queue: queue.Queue[Block] = queue.Queue(maxsize=10000)
@@ -81,6 +83,7 @@ class SerialSource:
                 self.stats.reconnects += 1
                 # The device counter restarts; the stream index continues at the time that passed.
                 self.clock.restart(max(self.clock.next_index, int((time.monotonic() - self._t0) * self.rate)))
+                self.host_clock.reset()  # a new device session: its clock is fitted afresh
             first = False
             self.parser.reset()
             self.connected = True
@@ -90,7 +93,7 @@ class SerialSource:
                 while not self._stop.is_set():
                     data = port.read(max(1, port.in_waiting))
                     if data:
-                        self._consume(data)
+                        self._consume(data, time.time())
                 if self.stop_cmd:
                     port.write(self.stop_cmd)
             except (serial.SerialException, serial.SerialTimeoutException, OSError) as exc:
@@ -100,13 +103,21 @@ class SerialSource:
                 with contextlib.suppress(serial.SerialException, OSError):
                     port.close()
 
-    def _consume(self, data: bytes) -> None:
+    def stamp_ns(self, index: int) -> int:
+        """Host time (ns since the epoch) at which stream sample `index` was acquired."""
+        return int(round(self.host_clock.time_of(index) * 1e9))
+
+    def _consume(self, data: bytes, arrival: float) -> None:
+        last = None
         for frame in self.parser.feed(data):
             index = self.clock.place(frame)
+            last = index + len(frame.counts) - 1
             try:
                 self._queue.put_nowait(Block(index, frame.counts.astype(np.float64) * self.scale))
             except queue.Full:  # nobody is reading: count the loss rather than block the port forever
                 self.overflow += len(frame.counts)
+        if last is not None:
+            self.host_clock.observe(last, arrival)
         st = self.stats
         ps = self.parser.stats
         st.frames, st.corrupt, st.skipped_bytes = ps.frames, ps.corrupt, ps.skipped_bytes

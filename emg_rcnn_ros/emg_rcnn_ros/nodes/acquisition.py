@@ -197,7 +197,10 @@ class Acquisition(LifecycleNode):
 
     def _publish(self, chunk: Block) -> None:
         rate = self.source.rate
-        stamp = self.t0_ns + int(round(chunk.first * 1e9 / rate))
+        # A serial amplifier's samples are stamped through its fitted clock (drivers/clock.py); the
+        # simulator's clock is exact: activation time + index / rate.
+        stamp_of = getattr(self.source, "stamp_ns", None)
+        stamp = stamp_of(chunk.first) if stamp_of else self.t0_ns + int(round(chunk.first * 1e9 / rate))
         self.pub.publish(emg_array(chunk.samples, rate, chunk.first, stamp, self.frame_id, self.channel_names))
         self.rate_out.count += 1
         if chunk.truth is not None:
@@ -211,6 +214,9 @@ class Acquisition(LifecycleNode):
                                      "connected": getattr(self.source, "connected", self.pump is not None)}
         if self.fault is not None:
             values["fault"] = self.fault
+        host_clock = getattr(self.source, "host_clock", None)
+        if host_clock is not None:
+            values["estimated_rate_hz"] = f"{host_clock.rate:.3f}"
         return {**values, **self.source.stats.as_dict()}
 
 
