@@ -70,7 +70,9 @@ def test_serial_driver_node_with_unplug_and_replug(ros_env, observer, tmp_path: 
         assert [m.sequence for m in msgs[:10]] == list(range(0, 100, 10))
         assert all(m.num_samples == 10 and m.sample_rate == 1000.0 for m in msgs[:10])
         stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in msgs[:10]]
-        np.testing.assert_allclose(np.diff(stamps), 10_000_000, atol=1)  # 10 samples at 1 kHz
+        # 10 samples at 1 kHz: the stamps come from the clock fitted to the arrivals (drivers/clock.py),
+        # which starts at the nominal rate.
+        np.testing.assert_allclose(np.diff(stamps), 10_000_000, atol=1_000)
         # Unplug and replug: the node keeps running and the stream resumes with a later sequence.
         pty.unplug()
         assert wait_for(lambda: connected[-1:] == ["False"], 10.0)
