@@ -150,14 +150,21 @@ class Launched:
         return self.proc.wait(30)
 
 
-def wait_for_messages(observer: Observer, topic: str, msg_type: type, count: int = 10, timeout: float = 60.0) -> bool:
-    """Whether `count` messages arrive on `topic` (best effort: matches any publisher)."""
-    from rclpy.qos import qos_profile_sensor_data
+def trainer_has_truth(observer: Observer, timeout: float = 60.0) -> bool:
+    """Whether emg_trainer reports fresh ground truth on /diagnostics (it refuses to record without)."""
+    from diagnostic_msgs.msg import DiagnosticArray
 
-    got: list = []
-    sub = observer.node.create_subscription(msg_type, topic, got.append, qos_profile_sensor_data)
+    fresh: list[bool] = []
+
+    def cb(msg) -> None:
+        for st in msg.status:
+            if st.name.endswith("emg_trainer"):
+                age = {kv.key: kv.value for kv in st.values}.get("ground_truth_age_s", "none")
+                fresh.append(age != "none" and float(age) < 0.5)
+
+    sub = observer.node.create_subscription(DiagnosticArray, "/diagnostics", cb, 50)
     try:
-        return wait_for(lambda: len(got) >= count, timeout)
+        return wait_for(lambda: any(fresh), timeout)
     finally:
         observer.node.destroy_subscription(sub)
 

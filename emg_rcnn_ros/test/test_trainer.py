@@ -15,7 +15,7 @@ import yaml
 from emg_rcnn_ros.bags import load_bag
 from emg_rcnn_ros.share import default_params_file
 
-from .conftest import Launched, live_metrics, run_live, trigger, wait_for, wait_for_messages
+from .conftest import Launched, live_metrics, run_live, trainer_has_truth, trigger, wait_for
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -23,10 +23,8 @@ CC_FLOOR = 0.6  # live CC of the model trained from a 40 s recording, mean over 
 
 
 def _truth_flows(observer) -> bool:
-    """The simulated amplifier's ground truth arrives (the trainer refuses to record without it)."""
-    from sensor_msgs.msg import JointState
-
-    return wait_for_messages(observer, "emg/ground_truth", JointState, 20, 60.0)
+    """The trainer itself has fresh ground truth (it refuses to record without it)."""
+    return trainer_has_truth(observer, 120.0)
 
 
 def _params(tmp_path: Path, **trainer: object) -> Path:

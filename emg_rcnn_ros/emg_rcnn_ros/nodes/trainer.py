@@ -269,7 +269,9 @@ class Trainer(Node):
 
     def _diag_values(self) -> dict[str, object]:
         rec = self.recorder
+        age = time.monotonic() - self.last_joint
         return {"recording": str(rec.path) if rec else "", "messages": json.dumps(rec.counts) if rec else "{}",
+                "ground_truth_age_s": f"{age:.2f}" if age != float("inf") else "none",
                 "write_errors": self.errors,
                 "training": "running" if self.train_proc is not None and self.train_proc.poll() is None else "idle"}
 
