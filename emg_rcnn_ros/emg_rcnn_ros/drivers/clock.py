@@ -65,9 +65,11 @@ class ClockFit:
         self.offset = delay if self.offset is None else min(self.offset, arrival - index * self.slope)
 
     def time_of(self, index: int) -> float:
-        """Host time (s) at which sample `index` was acquired; never earlier than a time given before."""
+        """Host time (s) at which sample `index` was acquired. Successive answers increase by at least
+        half a nominal sample period: while the first arrivals are still lowering the line, stamps are
+        compressed rather than repeated or sent backwards."""
         if self.offset is None:
             raise RuntimeError("no arrival observed yet")
-        t = max(self.offset + index * self.slope, self._last)
+        t = max(self.offset + index * self.slope, self._last + 0.5 / self.nominal)
         self._last = t
         return t
