@@ -73,7 +73,8 @@ def test_sigint_while_recording_leaves_a_readable_bag(ros_env, observer, tmp_pat
     observer.node.create_subscription(EmgArray, "emg/raw", flowing.append, qos_profile_sensor_data)
     rec = Launched(ros_env, "autostart:=true", "subject:=s01", f"params_file:={_params(tmp_path)}", graph="record")
     try:
-        assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()  # the amplifier is streaming
+        assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()
+        assert _truth_flows(observer), rec.text()  # the amplifier is streaming
         r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
         assert r.success, r.message
         time.sleep(3.0)
@@ -111,6 +112,7 @@ def test_sigkill_while_recording_keeps_all_but_the_last_second(ros_env, observer
     rec = Launched(ros_env, "autostart:=true", "subject:=s03", f"params_file:={_params(tmp_path)}", graph="record")
     try:
         assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()
+        assert _truth_flows(observer), rec.text()
         r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
         assert r.success, r.message
         t_start = time.monotonic()
@@ -187,6 +189,7 @@ def test_guided_calibration_prompts_and_records_each_trial(ros_env, observer, tm
         flowing: list = []
         observer.node.create_subscription(EmgArray, "emg/raw", flowing.append, qos_profile_sensor_data)
         assert wait_for(lambda: len(flowing) > 10, 60.0), rec.text()
+        assert _truth_flows(observer), rec.text()
         r = trigger(observer, "/emg_trainer/calibrate", timeout=60.0)
         assert r.success, r.message
         assert not trigger(observer, "/emg_trainer/start_recording").success  # busy while guiding
