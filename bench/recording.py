@@ -71,9 +71,12 @@ def main() -> None:
         node = rclpy.create_node("recording_bench", context=ctx)
         try:
             time.sleep(5.0)
-            r = call(node, "/emg_trainer/start_recording")
-            if not r.success:
-                raise RuntimeError(r.message)
+            end = time.monotonic() + 60.0
+            while not (r := call(node, "/emg_trainer/start_recording")).success:
+                # The trainer refuses until its ground truth flows (the amplifier is still starting).
+                if "no ground truth" not in r.message or time.monotonic() > end:
+                    raise RuntimeError(r.message)
+                time.sleep(0.5)
             nodes = children(proc.pid)
             cpu0 = {p: cpu_seconds(p) for p in nodes}
             t0 = time.monotonic()
