@@ -101,7 +101,7 @@ def main() -> None:
           "emg_seconds_in_bag": round(s.duration, 2), "sequence_gaps": len(s.segments) - 1,
           "bag_megabytes": round(size / 1e6, 1), "cpu_percent_of_one_core": cpu,
           "train_from_bag_s": round(train_s, 1), "train_exit": train.returncode,
-          "train_epochs_run": cfg.get("training", {}).get("epochs_run"),
+          "train_steps_run": cfg.get("training", {}).get("steps_run"),
           "train_val_mean_cc": cfg.get("validation", {}).get("mean", {}).get("cc")}, a.out)
 
 

@@ -103,7 +103,7 @@ def training(device: str, minutes: float = 5.0) -> dict:
     _, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(device=device), progress=False)
     wall = time.perf_counter() - t
     return {"device": device, "minutes_of_emg": minutes, "wall_s": round(wall, 1),
-            "epochs_run": cfg["training"]["epochs_run"], "val_mean_cc": round(cfg["validation"]["mean"]["cc"], 3)}
+            "steps_run": cfg["training"]["steps_run"], "val_mean_cc": round(cfg["validation"]["mean"]["cc"], 3)}
 
 
 def main() -> None:

@@ -105,8 +105,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env.update(TMPDIR=tmp, ROS_LOG_DIR=f"{tmp}/log")
         d = simulate_session(SimConfig(rate=2000.0, channels=8, seed=100, subject_seed=0), 20.0)
-        model, cfg = train([session_from(d, "bench")], FeatureConfig(), ModelConfig(), TrainConfig(epochs=2),
-                           progress=False)
+        model, cfg = train([session_from(d, "bench")], FeatureConfig(), ModelConfig(),
+                           TrainConfig(max_steps=20, folds=1), progress=False)
         bundle = save_bundle(Path(tmp) / "model", cfg, model)
         args = [f"model_path:={bundle}", "autostart:=true"]
         cmd = (["ros2", "launch", "emg_rcnn_ros", "estimate.launch.py", *args] if a.launcher == "ros2"

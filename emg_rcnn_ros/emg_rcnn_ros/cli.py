@@ -49,14 +49,52 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _checked(paths: list[str], mains_hz: float | None) -> tuple[list, dict[str, list[dict]], float | None]:
+    """Load sessions and print the data checks' warnings. Returns the sessions, the findings, and
+    the mains frequency found in them (for a notch that follows the rig's mains)."""
+    from .core.checks import inspect_session, mains_of
+
+    sessions, found, every = [], {}, []
+    for p in paths:
+        s = load_session(p)
+        findings = inspect_session(s, mains_hz)
+        for f in findings:
+            if f.level == "warn":
+                print(f"warning: {p}: {f.message}", file=sys.stderr)
+        sessions.append(s)
+        every.append(findings)
+        found[str(p)] = [f.to_dict() for f in findings]
+    return sessions, found, mains_of(every)
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from .core.checks import inspect_session, plot_session, report
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    warned = 0
+    for p in a.sessions:
+        s = load_session(p)
+        findings = inspect_session(s, a.mains_hz)
+        warned += any(f.level == "warn" for f in findings)
+        print(report(findings, f"{p} ({s.duration:.1f} s, {s.emg.shape[1]} channels at {s.emg_rate:g} Hz)"))
+        png = out / f"{Path(p).name.removesuffix('.npz')}.png"
+        plot_session(png, s)
+        print(f"  plot: {png}")
+    return 0 if not (a.strict and warned) else 1
+
+
 def cmd_train(a: argparse.Namespace) -> int:
-    sessions = [load_session(p) for p in a.data]
-    fcfg = FeatureConfig(window=a.window, hop=a.hop, bands=a.bands, mains_hz=a.mains_hz)
+    sessions, found, hum = _checked(a.data, a.mains_hz)
+    mains = a.mains_hz if a.mains_hz is not None else (hum or FeatureConfig.mains_hz)
+    if a.mains_hz is None:
+        print(f"mains notch at {mains:g} Hz ({'the hum found in the data' if hum else 'no hum found: the default'})")
+    fcfg = FeatureConfig(window=a.window, hop=a.hop, bands=a.bands, mains_hz=mains)
     fcfg.validate()
     mcfg = ModelConfig(arch=a.arch, history=a.history)
     mcfg.validate()
-    tcfg = TrainConfig(epochs=a.epochs, seed=a.seed, device=a.device, batch_size=a.batch_size, lr=a.lr,
-                       patience=a.patience, refit_features=not a.keep_normaliser)
+    tcfg = TrainConfig(max_steps=a.max_steps, folds=a.folds, seed=a.seed, device=a.device, batch_size=a.batch_size,
+                       lr=a.lr, patience_steps=a.patience_steps, refit_features=not a.keep_normaliser)
     tcfg.validate()
     from .core.bundle import load_bundle, save_bundle
     from .core.train import train
@@ -64,6 +102,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     init = load_bundle(a.init_from) if a.init_from else None
 
     model, config = train(sessions, fcfg, mcfg, tcfg, init_from=init, progress=not a.quiet)
+    config["data_checks"] = found
     path = save_bundle(a.out, config, model)
     print(f"wrote model {path} ({config['arch']}, {config['training']['wall_seconds']} s)")
     if "validation" in config:
@@ -77,7 +116,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.evaluate import evaluate_sessions, write_report
 
     bundle = load_bundle(a.model)
-    sessions = [load_session(p) for p in a.data]
+    sessions, _, _ = _checked(a.data, bundle.features.mains_hz)
     result, t, y_true, y_pred = evaluate_sessions(bundle, sessions)
     result["model"], result["data"] = str(a.model), [str(p) for p in a.data]
     if a.report:
@@ -163,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data", nargs="+", required=True, help="sessions (.npz or bag directories)")
     tr.add_argument("--out", required=True, help="model bundle directory")
     tr.add_argument("--arch", choices=["rcnn", "cnn", "svr"], default=m.arch)
-    tr.add_argument("--epochs", type=int, default=t.epochs)
+    tr.add_argument("--max-steps", type=int, default=t.max_steps, help="optimiser steps at most, per fold")
+    tr.add_argument("--folds", type=int, default=t.folds,
+                    help="held-out folds that choose the number of steps (1: none, train max-steps)")
     tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--device", choices=["cpu", "cuda"], default=t.device)
     tr.add_argument("--init-from", help="fine-tune from this bundle (recalibration)")
@@ -172,11 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--window", type=float, default=d.window, help="s")
     tr.add_argument("--hop", type=float, default=d.hop, help="s")
     tr.add_argument("--bands", type=int, default=d.bands)
-    tr.add_argument("--mains-hz", type=float, default=d.mains_hz)
+    tr.add_argument("--mains-hz", type=float, default=None,
+                    help="mains notch (Hz); default: the hum found in the recordings, else 50")
     tr.add_argument("--history", type=int, default=m.history, help="frames per estimate")
     tr.add_argument("--batch-size", type=int, default=t.batch_size)
     tr.add_argument("--lr", type=float, default=t.lr)
-    tr.add_argument("--patience", type=int, default=t.patience)
+    tr.add_argument("--patience-steps", type=int, default=t.patience_steps)
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
 
@@ -186,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--report", help="directory for metrics.json and estimates.png")
     ev.add_argument("--json", action="store_true", help="last stdout line is one JSON object")
     ev.set_defaults(fn=cmd_evaluate)
+
+    ins = sub.add_parser("inspect", help="data checks of recordings, and a plot of each, before training")
+    ins.add_argument("sessions", nargs="+", help="sessions (.npz or bag directories)")
+    ins.add_argument("--out", default="runs/inspect", help="directory for one PNG per session")
+    ins.add_argument("--mains-hz", type=float, default=None,
+                     help="the notch you will train with (default: follow the hum)")
+    ins.add_argument("--strict", action="store_true", help="exit 1 when any session has a warning")
+    ins.set_defaults(fn=cmd_inspect)
 
     ex = sub.add_parser("export", help="bag directory -> NPZ session")
     ex.add_argument("bag")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 
-def ensure_model(path: Path, rate: float, channels: int, seconds: float, epochs: int) -> None:
+def ensure_model(path: Path, rate: float, channels: int, seconds: float, max_steps: int) -> None:
     from .core.bundle import load_bundle
     from .core.errors import BundleError
 
@@ -37,7 +37,7 @@ def ensure_model(path: Path, rate: float, channels: int, seconds: float, epochs:
     d = simulate_session(SimConfig(rate=rate, channels=channels, seed=100, subject_seed=0), seconds)
     s = Session(d["emg"].astype(np.float64), float(d["emg_rate"]), d["joint_position"], d["joint_time"],
                 list(map(str, d["joint_names"])), list(map(str, d["channel_names"])), source="simulated calibration")
-    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(epochs=epochs), progress=True)
+    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(max_steps=max_steps), progress=True)
     save_bundle(path, cfg, model)
     v = cfg["validation"]["mean"]
     print(f"demo: trained {path} on {seconds:g} s in {time.perf_counter() - t0:.0f} s; held-out validation "
@@ -91,7 +91,7 @@ def run_demo(a: argparse.Namespace) -> int:
     from .launcher import Launch, Stop, Stopped, change_states
 
     model = Path(a.model)
-    ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.epochs)
+    ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.max_steps)
     launch = Launch("estimate", {"driver": "simulated", "model_path": str(model.resolve()), "autostart": "true",
                                  "namespace": a.namespace})
     stop = Stop()
@@ -175,5 +175,5 @@ def add_parser(sub) -> None:
     d.add_argument("--channels", type=int, default=8)
     d.add_argument("--namespace", default="")
     d.add_argument("--calibration-seconds", type=float, default=120.0)
-    d.add_argument("--epochs", type=int, default=20)
+    d.add_argument("--max-steps", type=int, default=1500, help="training steps at most, per fold")
     d.set_defaults(fn=run_demo)

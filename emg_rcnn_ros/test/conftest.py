@@ -181,7 +181,7 @@ def small_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = simulate_session(SimConfig(rate=2000.0, channels=8, seed=100, subject_seed=0), 20.0)
     s = Session(d["emg"].astype(float), 2000.0, d["joint_position"], d["joint_time"],
                 list(map(str, d["joint_names"])), list(map(str, d["channel_names"])))
-    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(epochs=2), progress=False)
+    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(max_steps=20, folds=1), progress=False)
     return save_bundle(tmp_path_factory.mktemp("small") / "model", cfg, model)
 
 

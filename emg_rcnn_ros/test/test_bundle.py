@@ -17,7 +17,7 @@ from emg_rcnn_ros.core.train import train
 @pytest.fixture(scope="module")
 def trained(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     model, cfg = train([load_session(sim_dir / "b.npz")], FeatureConfig(), ModelConfig(),
-                       TrainConfig(epochs=1), progress=False)
+                       TrainConfig(max_steps=8, eval_every=4, folds=2), progress=False)
     path = save_bundle(tmp_path_factory.mktemp("bundle") / "model", cfg, model)
     x = np.random.default_rng(0).normal(-20, 1, (3, 10, 6, 24)).astype(np.float32)
     return path, x

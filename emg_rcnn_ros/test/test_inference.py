@@ -32,14 +32,21 @@ def _bundle(model_cfg: ModelConfig) -> Bundle:
         with torch.no_grad():  # weights far from their initialisation: every ReLU and gate is exercised
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.3)
+            for m in model.modules():  # BatchNorm's running statistics are not the identity either
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.normal_(0, 0.5)
+                    m.running_var.uniform_(0.5, 2.0)
         model.eval()
     config = {"channels": C, "bands": B, "sample_rate": 1000.0, "joint_names": ["a", "b"]}
     return Bundle(Path("unused"), config, FeatureConfig(), model_cfg, norm, model)
 
 
 @pytest.mark.parametrize("model_cfg", [ModelConfig(arch="rcnn"), ModelConfig(arch="rcnn", lstm_layers=2),
-                                       ModelConfig(arch="cnn"), ModelConfig(arch="svr")],
-                         ids=["rcnn", "rcnn-2-layers", "cnn", "svr"])
+                                       ModelConfig(arch="rcnn", members=3), ModelConfig(arch="cnn"),
+                                       ModelConfig(arch="cnn", members=2),
+                                       ModelConfig(arch="rcnn", batch_norm=False, input_clip=0.0),
+                                       ModelConfig(arch="svr")],
+                         ids=["rcnn", "rcnn-2-layers", "rcnn-ensemble", "cnn", "cnn-ensemble", "rcnn-plain", "svr"])
 def test_streaming_equals_the_torch_model_on_each_window(model_cfg: ModelConfig) -> None:
     bundle = _bundle(model_cfg)
     frames = np.random.default_rng(2).normal(-20, 2, (40, C, B)).astype(np.float32)

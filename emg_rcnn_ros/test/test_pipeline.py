@@ -30,7 +30,7 @@ def live_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = simulate_session(SimConfig(rate=2000.0, channels=8, seed=100, subject_seed=0), 60.0)
     s = Session(d["emg"].astype(float), 2000.0, d["joint_position"], d["joint_time"],
                 list(map(str, d["joint_names"])), list(map(str, d["channel_names"])))
-    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(epochs=6), progress=False)
+    model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(max_steps=150, folds=1), progress=False)
     return save_bundle(tmp_path_factory.mktemp("live") / "model", cfg, model)
 
 

@@ -218,7 +218,7 @@ def _trainer_params(tmp_path: Path) -> Path:
 
     data = yaml.safe_load(default_params_file().read_text())
     data["/**/emg_trainer"]["ros__parameters"].update(data_dir=str(tmp_path / "data"),
-                                                      model_dir=str(tmp_path / "models"), train_epochs=1)
+                                                      model_dir=str(tmp_path / "models"), train_max_steps=8)
     out = tmp_path / "params.yaml"
     out.write_text(yaml.safe_dump(data))
     return out

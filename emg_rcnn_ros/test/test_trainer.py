@@ -30,7 +30,7 @@ def _truth_flows(observer) -> bool:
 def _params(tmp_path: Path, **trainer: object) -> Path:
     data = yaml.safe_load(default_params_file().read_text())
     data["/**/emg_trainer"]["ros__parameters"].update(
-        data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"), train_epochs=8, **trainer)
+        data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"), train_max_steps=60, **trainer)
     out = tmp_path / "params.yaml"
     out.write_text(yaml.safe_dump(data))
     return out

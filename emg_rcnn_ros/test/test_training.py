@@ -37,7 +37,7 @@ def shuffled(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("arch", ["rcnn", "cnn", "svr"])
 def test_learns_beyond_shuffled_control(arch: str, sim_dir: Path, shuffled: Path, tmp_path: Path) -> None:
-    common = ["--arch", arch, "--epochs", "8", "--quiet"]
+    common = ["--arch", arch, "--max-steps", "150", "--folds", "1", "--quiet"]
     r = run_cli("train", "--data", str(sim_dir / "a.npz"), "--out", str(tmp_path / "real"), *common)
     assert r.returncode == 0, r.stderr
     r = run_cli("train", "--data", str(shuffled), "--out", str(tmp_path / "ctrl"), *common)
@@ -51,10 +51,10 @@ def test_learns_beyond_shuffled_control(arch: str, sim_dir: Path, shuffled: Path
 
 
 def test_fine_tune_and_report(sim_dir: Path, tmp_path: Path) -> None:
-    r = run_cli("train", "--data", str(sim_dir / "b.npz"), "--out", str(tmp_path / "base"), "--epochs", "2",
+    r = run_cli("train", "--data", str(sim_dir / "b.npz"), "--out", str(tmp_path / "base"), "--max-steps", "20",
                 "--quiet")
     assert r.returncode == 0, r.stderr
-    r = run_cli("train", "--data", str(sim_dir / "a.npz"), "--out", str(tmp_path / "tuned"), "--epochs", "2",
+    r = run_cli("train", "--data", str(sim_dir / "a.npz"), "--out", str(tmp_path / "tuned"), "--max-steps", "40",
                 "--init-from", str(tmp_path / "base"), "--quiet")
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "tuned" / "config.json").read_text())

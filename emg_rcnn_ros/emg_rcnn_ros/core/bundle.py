@@ -23,7 +23,7 @@ from .dataset import Normaliser
 from .errors import BundleError, ConfigError
 from .frames import FrameLayout
 from .inference import LSTMLast, compile_sequential, run_layers
-from .models import CNN, RCNN, SvrModel, build_torch_model, predict_normalised
+from .models import CNN, RCNN, Ensemble, SvrModel, build_torch_model, predict_normalised
 
 FORMAT = "emg_rcnn_ros.bundle/1"
 CONFIG = "config.json"
@@ -147,7 +147,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path}: bundle format '{cfg['format']}', this version reads '{FORMAT}'")
     try:
         fcfg = from_dict(FeatureConfig, cfg["features"])
-        mcfg = from_dict(ModelConfig, cfg["model"])
+        # Bundles written before these options existed were trained without them.
+        mcfg = from_dict(ModelConfig, {"batch_norm": False, "input_clip": 0.0, **cfg["model"]})
         norm = Normaliser.from_dict(cfg["normaliser"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise BundleError(f"{path}: invalid configuration ({exc})") from exc
@@ -180,21 +181,23 @@ class StreamingPredictor:
     """One estimate per new frame, for the live estimator, computed in numpy from the bundle's
     weights (core/inference.py says why). For the RCNN each frame's CNN embedding is computed once
     and kept, since a frame sits in `history` windows: an estimate costs one frame through the CNN
-    and the LSTM over the window. The CNN and the SVR take the stacked normalised frames. Equal to
-    `Bundle.predict` on the same window (tests)."""
+    and the LSTM over the window. The CNN and the SVR take the stacked normalised frames. An
+    ensemble does this per member and averages. Equal to `Bundle.predict` on the same window (tests)."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.history)
         shape = (bundle.channels, int(bundle.config["bands"]))
         m = bundle.model
-        self._frame = self._lstm = self._head = self._net = None
-        if isinstance(m, RCNN):
-            self._frame, _ = compile_sequential(m.frame_cnn, (1, *shape))
-            self._lstm = LSTMLast(m.lstm)
-            self._head, _ = compile_sequential(m.head, (m.lstm.hidden_size,))
-        elif isinstance(m, CNN):
-            self._net, _ = compile_sequential(m.net, (bundle.history, *shape))
+        members = list(m.members) if isinstance(m, Ensemble) else [m]
+        self._rcnn: list[tuple[list, LSTMLast, list]] = []
+        self._cnn: list[list] = []
+        for k in members:
+            if isinstance(k, RCNN):
+                self._rcnn.append((compile_sequential(k.frame_cnn, (1, *shape))[0], LSTMLast(k.lstm),
+                                   compile_sequential(k.head, (k.lstm.hidden_size,))[0]))
+            elif isinstance(k, CNN):
+                self._cnn.append(compile_sequential(k.net, (bundle.history, *shape))[0])
 
     def reset(self) -> None:
         self.history.clear()
@@ -206,14 +209,15 @@ class StreamingPredictor:
     def push(self, frame: np.ndarray) -> np.ndarray | None:
         """Add a raw log-feature frame [C, bands]; returns joint angles [J] once the history is full."""
         x = self.bundle.normaliser.features(frame)
-        self.history.append(run_layers(self._frame, x[None]) if self._frame else x)
+        # RCNN: each member's embedding of this frame [members, E]; otherwise the frame itself.
+        self.history.append(np.stack([run_layers(f, x[None]) for f, _, _ in self._rcnn]) if self._rcnn else x)
         if not self.ready:
             return None
         window = np.stack(self.history)
-        if self._lstm:
-            y = run_layers(self._head, self._lstm(window))
-        elif self._net:
-            y = run_layers(self._net, window)
+        if self._rcnn:
+            y = np.mean([run_layers(head, lstm(window[:, i])) for i, (_, lstm, head) in enumerate(self._rcnn)], axis=0)
+        elif self._cnn:
+            y = np.mean([run_layers(net, window) for net in self._cnn], axis=0)
         else:
             y = predict_normalised(self.bundle.model, window[None])[0]
         return self.bundle.normaliser.untarget(y)

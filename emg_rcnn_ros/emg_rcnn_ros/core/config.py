@@ -57,6 +57,9 @@ class ModelConfig:
     lstm_hidden: int = 64
     lstm_layers: int = 1
     dropout: float = 0.2
+    batch_norm: bool = True  # after each convolution
+    input_clip: float = 4.0  # soft bound on normalised inputs (standard deviations); 0 = none
+    members: int = 1  # networks averaged (set by training: the fold models and the final one)
     svr_c: float = 1.0  # SVR (RBF) regularisation, on standardised targets
     svr_epsilon: float = 0.05
     svr_max_samples: int = 4000  # SVR fit is O(n^2): evenly spaced training windows beyond this
@@ -64,20 +67,27 @@ class ModelConfig:
     def validate(self) -> None:
         if self.arch not in ("rcnn", "cnn", "svr"):
             raise ConfigError(f"unknown arch '{self.arch}' (expected rcnn, cnn or svr)")
+        if self.members < 1:
+            raise ConfigError(f"members must be >= 1, got {self.members}")
         if self.history < 1:
             raise ConfigError(f"history must be >= 1 frame, got {self.history}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation. Validation is the last `val_fraction` of every recording, in time."""
+    """Optimisation. The number of optimiser steps is chosen on held-out data (`folds` folds:
+    whole recordings when there are several, contiguous blocks of one otherwise), then the model is
+    trained once more on all of the data for that budget, so no part of any recording is lost."""
 
-    epochs: int = 40
+    max_steps: int = 3000  # optimiser steps at most, per fold
+    eval_every: int = 25  # steps between validation readings
+    patience_steps: int = 200  # a fold stops this many steps after its best validation loss
+    folds: int = 3  # 1 = no held-out data: train for max_steps
+    ensemble: bool = True  # keep the fold models too: the bundle averages them with the final model
     batch_size: int = 128
     lr: float = 1e-3
+    finetune_lr: float = 1e-4  # recalibration (--init-from): a few seconds of data overfit at the full rate
     weight_decay: float = 1e-4
-    patience: int = 6  # early stopping on validation loss
-    val_fraction: float = 0.2
     gain_jitter: float = 0.25  # per-channel amplitude augmentation (+-25 %): electrode/skin changes
     seed: int = 0
     device: str = "cpu"
@@ -85,10 +95,10 @@ class TrainConfig:
     max_threads: int = 0  # 0 = torch default
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
-        if not 0.05 <= self.val_fraction <= 0.5:
-            raise ConfigError(f"val_fraction must be within 0.05..0.5, got {self.val_fraction}")
+        if self.max_steps < 1 or self.eval_every < 1 or self.patience_steps < 1:
+            raise ConfigError("max_steps, eval_every and patience_steps must be >= 1")
+        if self.folds < 1:
+            raise ConfigError(f"folds must be >= 1, got {self.folds}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
 

@@ -59,22 +59,40 @@ def gather_windows(feats: np.ndarray, ends: np.ndarray, history: int) -> np.ndar
     return feats[ends[:, None] + np.arange(-history + 1, 1)[None, :]]
 
 
-def split_blocks(sets: list[FrameSet], history: int, val_fraction: float, guard: int
-                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per frame set: window ends for training (the earlier part) and validation (the last
-    `val_fraction`, in time). `guard` frames between them are dropped because neighbouring frames
-    share samples: without it validation would see training data."""
-    train, val = [], []
-    for fs in sets:
-        ends = window_ends(len(fs.feats), history)
-        n_val = int(round(len(ends) * val_fraction))
-        if len(ends) < 4 * (guard + history) or n_val == 0:
-            train.append(ends)
-            val.append(ends[:0])
-            continue
-        train.append(ends[: len(ends) - n_val - guard - history])
-        val.append(ends[len(ends) - n_val:])
-    return train, val
+def fold_ids(recording: np.ndarray, folds: int) -> np.ndarray:
+    """Validation fold of each window, given the recording each one comes from (windows in time
+    order). Several recordings: whole recordings are held out (leave-recordings-out), since a new
+    trial is what the model must generalise to. One recording: `folds` contiguous blocks of it."""
+    n_rec = len(np.unique(recording))
+    if n_rec >= 2:
+        _, rec_index = np.unique(recording, return_inverse=True)
+        return rec_index % min(folds, n_rec)
+    return (np.arange(len(recording)) * folds) // max(len(recording), 1)
+
+
+def split_folds(ends: np.ndarray, fold: np.ndarray, gap: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, validation) window ends per fold. Training windows closer than `gap` frames to a
+    validation window are dropped: neighbouring windows share frames and samples, and without the
+    gap validation would see training data."""
+    out = []
+    for k in np.unique(fold):
+        val = ends[fold == k]
+        rest = ends[fold != k]
+        pos = np.clip(np.searchsorted(val, rest), 1, len(val) - 1) if len(val) > 1 else np.zeros(len(rest), int)
+        near = np.minimum(np.abs(rest - val[pos]), np.abs(rest - val[np.maximum(pos - 1, 0)]))
+        out.append((rest[near >= gap], val))
+    return out
+
+
+TARGET_SCALE_MIN = np.radians(5.0)  # rad: below this a joint's spread is mostly sensor noise
+
+
+def robust_spread(y: np.ndarray) -> np.ndarray:
+    """Per column, the 5-95 % range scaled to a standard deviation for normal data. Not the
+    interquartile range: a wrist rests at neutral most of the time and moves in excursions, and
+    the excursions are what must be learnt; a few sensor glitches beyond 95 % do not count."""
+    p5, p95 = np.percentile(y, [5, 95], axis=0)
+    return (p95 - p5) / 3.29
 
 
 @dataclass
@@ -89,10 +107,12 @@ class Normaliser:
 
     @classmethod
     def fit(cls, feats: np.ndarray, targets: np.ndarray) -> Normaliser:
+        """Features: mean and standard deviation. Targets: median and a robust spread (see
+        robust_spread), never below TARGET_SCALE_MIN: a joint that hardly moves in training would
+        otherwise have its sensor noise blown up to unit variance and dominate the loss."""
         fstd = feats.std(axis=0)
-        tstd = targets.std(axis=0)
         return cls(feats.mean(axis=0), np.where(fstd > 1e-6, fstd, 1.0),
-                   targets.mean(axis=0), np.where(tstd > 1e-6, tstd, 1.0))
+                   np.median(targets, axis=0), np.maximum(robust_spread(targets), TARGET_SCALE_MIN))
 
     def features(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.feat_mean) / self.feat_std).astype(np.float32)

@@ -15,6 +15,8 @@ import numpy as np
 from scipy.special import expit
 from torch import nn
 
+from .models import SoftClip
+
 Layer = Callable[[np.ndarray], np.ndarray]
 
 
@@ -61,6 +63,18 @@ class _Linear:
         return self.weight @ x + self.bias
 
 
+class _BatchNorm2d:
+    """Eval-mode BatchNorm2d: a per-channel affine map with the running statistics."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        scale = _np(bn.weight) / np.sqrt(_np(bn.running_var) + bn.eps)
+        self.scale = scale[:, None, None]
+        self.shift = (_np(bn.bias) - _np(bn.running_mean) * scale)[:, None, None]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return x * self.scale + self.shift
+
+
 def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0, out=x)
 
@@ -70,7 +84,7 @@ def _ravel(x: np.ndarray) -> np.ndarray:
 
 
 def compile_sequential(module: nn.Module, shape: tuple[int, ...]) -> tuple[list[Layer], tuple[int, ...]]:
-    """Layers of an eval-mode Sequential of Conv2d / ReLU / Flatten / Dropout / Linear (nested
+    """Layers of an eval-mode Sequential of SoftClip / Conv2d / BatchNorm2d / ReLU / Flatten / Dropout / Linear (nested
     Sequentials included) for one unbatched input of `shape`; returns them and the output shape.
     Anything else raises TypeError rather than computing something different."""
     layers: list[Layer] = []
@@ -82,6 +96,11 @@ def compile_sequential(module: nn.Module, shape: tuple[int, ...]) -> tuple[list[
             conv = _Conv2d(m, shape)
             layers.append(conv)
             shape = conv.out_shape
+        elif isinstance(m, nn.BatchNorm2d) and m.track_running_stats and m.affine:
+            layers.append(_BatchNorm2d(m))
+        elif isinstance(m, SoftClip):
+            limit = m.limit
+            layers.append(lambda x, c=limit: c * np.tanh(x / c))
         elif isinstance(m, nn.ReLU):
             layers.append(_relu)
         elif isinstance(m, nn.Flatten):

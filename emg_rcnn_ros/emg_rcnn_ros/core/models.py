@@ -16,22 +16,41 @@ from torch import nn
 from .config import ModelConfig
 
 
+class SoftClip(nn.Module):
+    """c * tanh(x / c): the identity for inputs within a few standard deviations, bounded beyond.
+    A displaced electrode or a skin change moves a channel's log power by many training standard
+    deviations; bounded, it cannot drive the network far outside what it was trained on."""
+
+    def __init__(self, limit: float) -> None:
+        super().__init__()
+        self.limit = float(limit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.limit * torch.tanh(x / self.limit)
+
+
 def _conv_stack(in_planes: int, cfg: ModelConfig, channels: int, bands: int) -> tuple[nn.Sequential, int]:
     """Two 3x3 conv layers with ReLU, each halving the frequency axis by its stride (channel
     positions are electrode sites, not a translation-invariant axis, so they are kept). Strided
-    convolutions instead of max-pooling: the same receptive field at 2.3x less training time here."""
+    convolutions instead of max-pooling: the same receptive field at 2.3x less training time here.
+    BatchNorm after each convolution keeps the activations' scale in the network's hands."""
     c1, c2 = cfg.conv_channels
-    stack = nn.Sequential(
-        nn.Conv2d(in_planes, c1, 3, padding=1, stride=(1, 2)), nn.ReLU(),
-        nn.Conv2d(c1, c2, 3, padding=1, stride=(1, 2)), nn.ReLU(),
-        nn.Flatten(),
-    )
+    layers: list[nn.Module] = [SoftClip(cfg.input_clip)] if cfg.input_clip > 0 else []
+    for cin, cout in ((in_planes, c1), (c1, c2)):
+        layers.append(nn.Conv2d(cin, cout, 3, padding=1, stride=(1, 2)))
+        if cfg.batch_norm:
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.ReLU())
+    stack = nn.Sequential(*layers, nn.Flatten())
     with torch.no_grad():
-        flat = stack(torch.zeros(1, in_planes, channels, bands)).shape[1]
+        flat = stack.eval()(torch.zeros(1, in_planes, channels, bands)).shape[1]
+    stack.train()
     return stack, flat
 
 
 class RCNN(nn.Module):
+    embeds_frames = True  # training may embed each frame once and reuse it (see embed)
+
     def __init__(self, cfg: ModelConfig, channels: int, bands: int, joints: int) -> None:
         super().__init__()
         conv, flat = _conv_stack(1, cfg, channels, bands)
@@ -66,8 +85,35 @@ class CNN(nn.Module):
         return self.net(x)
 
 
+class Ensemble(nn.Module):
+    """The mean estimate of several networks of one architecture. On a few minutes of data one
+    network's estimate depends on its seed and on which data chose its budget; the mean of
+    several varies less."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @property
+    def embeds_frames(self) -> bool:
+        return all(getattr(m, "embeds_frames", False) for m in self.members)
+
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """Every member's frame embeddings side by side (RCNN members)."""
+        return torch.cat([m.embed(frames) for m in self.members], dim=-1)
+
+    def recur(self, emb: torch.Tensor) -> torch.Tensor:
+        parts = emb.chunk(len(self.members), dim=-1)
+        return torch.stack([m.recur(e) for m, e in zip(self.members, parts)]).mean(dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
 def build_torch_model(cfg: ModelConfig, channels: int, bands: int, joints: int) -> nn.Module:
     cls = {"rcnn": RCNN, "cnn": CNN}[cfg.arch]
+    if cfg.members > 1:
+        return Ensemble([cls(cfg, channels, bands, joints) for _ in range(cfg.members)])
     return cls(cfg, channels, bands, joints)
 
 

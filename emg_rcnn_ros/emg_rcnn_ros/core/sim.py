@@ -44,6 +44,7 @@ class SimConfig:
     activation_tau: float = 0.05  # s
     emd: float = 0.05  # electromechanical delay (s)
     effects: SessionEffects = field(default_factory=SessionEffects)
+    movement_mix: tuple[float, ...] = ()  # per joint, the share of its range this recording moves through
 
     def validate(self) -> None:
         if not 1 <= self.joints <= len(JOINT_NAMES):
@@ -52,6 +53,11 @@ class SimConfig:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
         if not 200 <= self.rate <= 10000:
             raise ValueError(f"rate must be 200..10000 Hz, got {self.rate}")
+
+
+def _scaled(limits: tuple[float, float], share: float) -> tuple[float, float]:
+    mid, half = 0.5 * (limits[0] + limits[1]), 0.5 * (limits[1] - limits[0]) * share
+    return mid - half, mid + half
 
 
 def _min_jerk(s: np.ndarray) -> np.ndarray:
@@ -97,7 +103,9 @@ class Simulator:
         self._rng = rng
         self.joint_names = list(JOINT_NAMES[:J])
         self.channel_names = [f"emg{i}" for i in range(C)]
-        self._traj = [_Trajectory(np.random.default_rng([cfg.seed, j]), JOINT_LIMITS[j], rate) for j in range(J)]
+        mix = cfg.movement_mix or (1.0,) * J
+        self._traj = [_Trajectory(np.random.default_rng([cfg.seed, j]), _scaled(JOINT_LIMITS[j], mix[j]), rate)
+                      for j in range(J)]
         self._delay = int(round(cfg.emd * rate))
         self._kin = np.zeros((0, J))  # positions generated ahead of the EMG by the delay
         self._prev = np.array([t.pos for t in self._traj])
@@ -189,3 +197,40 @@ def simulate_session(cfg: SimConfig, duration: float, joint_rate: float = 100.0)
         "joint_names": np.array(sim.joint_names),
         "channel_names": np.array(sim.channel_names),
     }
+
+
+def simulate_rig_trials(subject: int, trials: int, seed: int = 0, rate: float = 1000.0, channels: int = 4,
+                        effects: SessionEffects | None = None) -> list[dict[str, np.ndarray]]:
+    """Short trials as a cheap lab rig records them, with the failure modes of real recordings:
+    - trials of 5-15 s;
+    - a 12-bit ADC (0..4095 counts, mid-scale 2048, amplifier gain 1000, 3.3 V) that clips strong
+      contractions at the rails;
+    - angles from a ~400 Hz IMU quantised to 1 degree, placed on the EMG clock by sample index;
+    - a sample clock 1-3 % off its nominal rate (the files say `rate`);
+    - electrode gain drifting between trials (sweat, skin, cable movement);
+    - a movement mix that changes between trials (one trial mostly one joint, the next both);
+    - 60 Hz mains.
+    The estimator's tests train on these, never on real recordings."""
+    rng = np.random.default_rng([seed, subject, 7])
+    true_rate = rate * (1 + rng.choice([-1, 1]) * rng.uniform(0.01, 0.03))
+    base = effects or SessionEffects()
+    out = []
+    for k in range(trials):
+        eff = SessionEffects(base.electrode_shift, float(np.hypot(base.gain_change, 0.15)), base.fatigue)
+        mix = tuple(float(v) for v in rng.uniform(0.3, 1.0, 2))
+        cfg = SimConfig(rate=true_rate, channels=channels, seed=1000 * seed + 10 * k + subject, subject_seed=subject,
+                        mains_hz=60.0, mains_volts=4e-5, max_emg_volts=2e-3, effects=eff, movement_mix=mix)
+        sim = Simulator(cfg)
+        n = int(rng.uniform(5.0, 15.0) * true_rate)
+        emg, pos = sim.generate(n)
+        counts = np.clip(np.round(emg * 1000.0 / 3.3 * 4096) + 2048, 0, 4095)
+        idx = np.unique(np.round(np.arange(0, n - 1, true_rate / 400.0)).astype(int))  # IMU updates
+        out.append({
+            "emg": ((counts - 2048) * 3.3 / 4096 / 1000.0).astype(np.float32),
+            "emg_rate": np.float64(rate),  # nominal: the rig does not know its clock is off
+            "joint_position": np.radians(np.round(np.degrees(pos[idx]))),
+            "joint_time": idx / rate,
+            "joint_names": np.array(sim.joint_names),
+            "channel_names": np.array(sim.channel_names),
+        })
+    return out

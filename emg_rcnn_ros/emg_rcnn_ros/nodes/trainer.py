@@ -49,7 +49,7 @@ class Trainer(Node):
             ("min_free_space", 500e6, "refuse to record with less free disk space than this (bytes)"),
             ("notes", "", "free text stored in each bag's metadata"),
             ("train_arch", "rcnn", "architecture trained by ~/train: rcnn | cnn | svr"),
-            ("train_epochs", 40, "maximum epochs of ~/train"),
+            ("train_max_steps", 3000, "~/train: optimiser steps at most, per held-out fold"),
             ("calibration_trials", ["elbow flexion and extension:20", "wrist flexion and extension:20",
                                     "elbow and wrist together, freely:30"],
              "guided calibration (~/calibrate): 'prompt:seconds' per trial, each recorded as its own session"),
@@ -251,7 +251,7 @@ class Trainer(Node):
         # scripts live in lib/emg_rcnn_ros/, which is not on PATH.
         cmd = [sys.executable, "-m", "emg_rcnn_ros.cli", "train", "--data", *bags, "--out", str(out),
                "--arch", str(param(self, "train_arch")),
-               "--epochs", str(int(param(self, "train_epochs"))), "--quiet"]
+               "--max-steps", str(int(param(self, "train_max_steps"))), "--quiet"]
         self.train_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._follow, args=(self.train_proc, out), daemon=True).start()
         response.success, response.message = True, f"training {len(bags)} session(s) into {out}"

@@ -1,0 +1,116 @@
+"""The training regime for small recordings (core only, no ROS): held-out folds choose the number
+of optimiser steps, the final model is fitted on every window, targets are scaled robustly, and a
+recalibration that cannot help keeps the model as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig
+from emg_rcnn_ros.core.dataset import TARGET_SCALE_MIN, Normaliser, fold_ids, split_folds
+from emg_rcnn_ros.core.sessions import Session
+from emg_rcnn_ros.core.sim import SimConfig, simulate_session
+from emg_rcnn_ros.core.train import _predict, build_corpus, train
+
+
+def _session(seed: int, seconds: float, subject: int = 0) -> Session:
+    d = simulate_session(SimConfig(rate=1000.0, channels=4, seed=seed, subject_seed=subject), seconds)
+    return Session(d["emg"].astype(float), 1000.0, d["joint_position"], d["joint_time"],
+                   list(map(str, d["joint_names"])), list(map(str, d["channel_names"])), source=f"sim{seed}")
+
+
+def test_folds_hold_out_whole_recordings_or_contiguous_blocks() -> None:
+    several = fold_ids(np.repeat([0, 1, 2, 3], 5), 3)
+    assert [len(set(several[i * 5 : i * 5 + 5])) for i in range(4)] == [1, 1, 1, 1]  # never split
+    assert sorted(set(several)) == [0, 1, 2]
+    one = fold_ids(np.zeros(30, int), 3)
+    assert list(one) == [0] * 10 + [1] * 10 + [2] * 10
+
+
+def test_split_keeps_a_gap_between_training_and_validation_windows() -> None:
+    ends = np.arange(9, 300)
+    fold = (np.arange(len(ends)) * 3) // len(ends)
+    for tr, va in split_folds(ends, fold, gap=20):
+        assert len(tr) and len(va) and not set(tr) & set(va)
+        assert np.min(np.abs(tr[:, None] - va[None, :])) >= 20
+    # every window is validated once
+    assert sorted(np.concatenate([va for _, va in split_folds(ends, fold, gap=20)])) == list(ends)
+
+
+def test_target_scale_is_robust_and_floored() -> None:
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.normal(0.2, 0.5, 5000), rng.normal(-0.1, 0.001, 5000)], axis=1)
+    y[:50, 0] = 30.0  # a few glitches of the angle sensor (1 %)
+    n = Normaliser.fit(np.zeros((5000, 1, 1)), y)
+    assert n.target_std[0] == pytest.approx(0.5, rel=0.1)  # the glitches do not inflate the scale
+    assert n.target_mean[0] == pytest.approx(0.2, abs=0.03)
+    assert n.target_std[1] == pytest.approx(TARGET_SCALE_MIN)  # a joint that hardly moves is not blown up
+
+
+def test_budget_is_chosen_on_folds_then_every_window_is_trained() -> None:
+    sessions = [_session(1, 14.0), _session(2, 14.0), _session(3, 14.0)]
+    tcfg = TrainConfig(max_steps=150, eval_every=25, patience_steps=50, folds=3)
+    corpus = build_corpus(sessions, FeatureConfig(), ModelConfig().history, tcfg.folds)
+    assert len(corpus.folds) == 3
+    for tr, va in corpus.folds:  # each fold holds out one whole recording
+        assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) < len(corpus.all_ends)
+    model, cfg = train(sessions, FeatureConfig(), ModelConfig(), tcfg, progress=False)
+    t = cfg["training"]
+    assert t["windows"] == len(corpus.all_ends)
+    assert len(t["folds"]) == 3 and all(f["steps_run"] <= 150 for f in t["folds"])
+    assert t["budget_steps"] == t["steps_run"] > 0  # a new model is never kept untrained
+    assert t["history"][-1]["step"] == t["steps_run"]  # the final fit ran the chosen budget
+    assert cfg["validation"]["mean"]["r2"] > 0.3  # held-out windows, from models that never saw them
+
+
+def test_recalibration_that_only_hurts_keeps_the_model() -> None:
+    """Fine-tuning with a learning rate that wrecks the weights at the first step makes every
+    held-out block worse, so the recalibrated model must be the old one (with whichever feature
+    normalisation suits the new data). Without the untrained candidate this fails."""
+    from pathlib import Path
+
+    from emg_rcnn_ros.core.bundle import Bundle
+
+    mcfg, fcfg = ModelConfig(), FeatureConfig()
+    model, cfg = train([_session(1, 20.0), _session(2, 20.0)], fcfg, mcfg, TrainConfig(max_steps=150, folds=2),
+                       progress=False)
+    base = Bundle(Path("base"), cfg, fcfg, mcfg, Normaliser.from_dict(cfg["normaliser"]), model)
+    new = _session(5, 20.0)
+    tuned, out = train([new], fcfg, mcfg, TrainConfig(lr=0.5, max_steps=100, patience_steps=50, folds=3),
+                       init_from=base, progress=False)
+    t = out["training"]
+    assert t["budget_steps"] == 0, t["mean_val_curve"]
+    assert t["recalibration"]["normaliser"] in ("kept", "refitted")
+    corpus = build_corpus([new], fcfg, mcfg.history, 1)
+    xs = Normaliser.from_dict(out["normaliser"]).features(corpus.feats)
+    np.testing.assert_allclose(_predict(tuned, xs, corpus.all_ends, mcfg.history),
+                               _predict(model, xs, corpus.all_ends, mcfg.history), atol=1e-6)
+
+
+def _rig(subject: int, trials: int, seed: int, **effects) -> list[Session]:
+    from emg_rcnn_ros.core.sim import SessionEffects, simulate_rig_trials
+
+    eff = SessionEffects(**effects) if effects else None
+    return [Session(d["emg"].astype(float), float(d["emg_rate"]), d["joint_position"], d["joint_time"],
+                    list(map(str, d["joint_names"])), list(map(str, d["channel_names"])), source=f"rig{seed}-{i}")
+            for i, d in enumerate(simulate_rig_trials(subject, trials, seed=seed, effects=eff))]
+
+
+def test_on_short_clipped_drifting_trials_the_default_regime_generalises_to_a_new_trial() -> None:
+    """The real-rig failure modes (short trials, 12-bit clipping, 1-degree angles, an off-nominal
+    clock, gain drift, a changing movement mix): trained on three trials with the defaults, the
+    estimate of a fourth trial tracks it, and the ensemble of fold models is what is kept."""
+    from pathlib import Path
+
+    from emg_rcnn_ros.core.bundle import Bundle
+    from emg_rcnn_ros.core.evaluate import evaluate_sessions
+
+    trials = _rig(subject=2, trials=4, seed=4)
+    mcfg, fcfg = ModelConfig(), FeatureConfig()
+    model, cfg = train(trials[:3], fcfg, mcfg, TrainConfig(max_steps=600), progress=False)
+    assert cfg["model"]["members"] == 4  # three fold models and the final one
+    bundle = Bundle(Path("rig"), cfg, fcfg, ModelConfig(**{**cfg["model"], "conv_channels": (16, 32)}),
+                    Normaliser.from_dict(cfg["normaliser"]), model)
+    result, *_ = evaluate_sessions(bundle, trials[3:])
+    assert result["mean"]["cc"] > 0.7 and result["mean"]["r2"] > 0.4, result["mean"]
