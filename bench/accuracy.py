@@ -59,7 +59,7 @@ def run_subject(subject: int, tmp: Path, calib_s: float, test_s: float) -> dict:
     for name, refit in (("rcnn_recalibrated", True), ("rcnn_recalibrated_keep_normaliser", False)):
         t = time.perf_counter()
         model, cfg = train([recal], FeatureConfig(), ModelConfig(),
-                           TrainConfig(seed=subject, lr=3e-4, refit_features=refit),
+                           TrainConfig(seed=subject, refit_features=refit),
                            init_from=load_bundle(tmp / f"s{subject}_rcnn"), progress=False)
         path = save_bundle(tmp / f"s{subject}_{name}", cfg, model)
         out[name] = {"train_s": round(time.perf_counter() - t, 1),

@@ -69,11 +69,15 @@ def test_a_dead_channel_and_a_still_joint_are_named(trial: Session) -> None:
 
 def test_mains_hum_is_found_with_its_frequency(trial: Session) -> None:
     t = np.arange(len(trial.emg)) / trial.emg_rate
-    hummed = replace(trial, emg=trial.emg + 2e-4 * np.sin(2 * np.pi * 60.0 * t)[:, None])
+    hummed = replace(trial, emg=trial.emg + 2e-4 * np.sin(2 * np.pi * 60.0 * t)[:, None])  # well over the rig's own
     assert ("mains", "") in _warned(hummed, mains_hz=50.0)  # the notch is at the wrong frequency
     assert ("mains", "") not in _warned(hummed, mains_hz=60.0)
     assert mains_of([inspect_session(hummed, None)]) == 60.0
-    assert mains_of([inspect_session(trial, None)]) is None  # no hum: the notch is left alone
+    assert mains_of([inspect_session(trial, None)]) == 60.0  # the rig preset's own hum
+    from emg_rcnn_ros.core.sim import SimConfig, simulate_session
+
+    clean = _session(simulate_session(SimConfig(rate=1000.0, channels=4, mains_volts=0.0), 10.0))
+    assert mains_of([inspect_session(clean, None)]) is None  # no hum: the notch is left alone
 
 
 def test_a_wrong_sample_rate_is_flagged(trial: Session) -> None:

@@ -219,7 +219,7 @@ def simulate_rig_trials(subject: int, trials: int, seed: int = 0, rate: float = 
         eff = SessionEffects(base.electrode_shift, float(np.hypot(base.gain_change, 0.15)), base.fatigue)
         mix = tuple(float(v) for v in rng.uniform(0.3, 1.0, 2))
         cfg = SimConfig(rate=true_rate, channels=channels, seed=1000 * seed + 10 * k + subject, subject_seed=subject,
-                        mains_hz=60.0, mains_volts=4e-5, max_emg_volts=2e-3, effects=eff, movement_mix=mix)
+                        mains_hz=60.0, mains_volts=1e-4, max_emg_volts=2e-3, effects=eff, movement_mix=mix)
         sim = Simulator(cfg)
         n = int(rng.uniform(5.0, 15.0) * true_rate)
         emg, pos = sim.generate(n)

@@ -1,5 +1,6 @@
-"""Training: sessions -> frames -> time-block split -> normalisation (training part only) ->
-model (Adam + early stopping, or SVR) -> bundle config with validation metrics."""
+"""Training: sessions -> frames -> held-out folds choose the number of optimiser steps -> one fit on
+every window (Adam, or SVR) -> the fold models averaged with it -> bundle config with the held-out
+metrics. Recalibration (init_from) chooses its feature statistics and its fine-tuning on folds too."""
 
 from __future__ import annotations
 
@@ -178,6 +179,29 @@ def _predict(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, T: int) -
                                for b in _batches(len(ends), 2048, None)])
 
 
+def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser, T: int, refit: bool
+                              ) -> tuple[Normaliser, dict[str, Any]]:
+    """The feature statistics to recalibrate with: the model's own, or re-fitted on the new data.
+    Electrode shift and skin/gain changes move each channel's log power, so re-fitted statistics
+    may suit the new session better (the joint scale stays the model's). Fitted on the whole
+    recording they always look better on it, since they remove its own offset; so each fold fits
+    them on its training part and judges them on its held-out part, against the model's own."""
+    old = init_from.normaliser
+    if not refit or isinstance(init_from.model, SvrModel) or not corpus.folds:
+        return old, {}
+    ratios = []
+    for tr, va in corpus.folds:
+        frames = np.unique(np.concatenate([tr - k for k in range(T)]))
+        part = Normaliser.fit(corpus.feats[frames], corpus.targets[frames])
+        y = old.targets(corpus.targets[va])
+        loss = [float(np.mean((_predict(init_from.model, n.features(corpus.feats), va, T) - y) ** 2))
+                for n in (old, Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std))]
+        ratios.append(loss[1] / max(loss[0], 1e-12))
+    better = float(np.median(ratios)) < 1.0
+    info = {"normaliser": "refitted" if better else "kept", "held_out_loss_ratio": [round(r, 4) for r in ratios]}
+    return (Normaliser(new.feat_mean, new.feat_std, old.target_mean, old.target_std) if better else old), info
+
+
 def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg: TrainConfig,
           init_from: Bundle | None = None, progress: bool = True) -> tuple[torch.nn.Module | SvrModel, dict[str, Any]]:
     """Train a model; returns it with the bundle configuration (not yet written)."""
@@ -198,27 +222,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
     recal: dict[str, Any] = {}
     if init_from is not None:
         init_from.check_stream(corpus.rate, C)
-        old, new = init_from.normaliser, norm
-        norm = old
-        if tcfg.refit_features and not isinstance(init_from.model, SvrModel) and corpus.folds:
-            # Electrode shift and skin/gain changes move each channel's log power, so re-fitted
-            # feature statistics may suit the new session better (the joint scale stays the
-            # model's). Fitted on the whole recording they always look better on it, since they
-            # remove its own offset; so each fold fits them on its training part and judges them
-            # on its held-out part, against the model's own statistics.
-            ratios = []
-            for tr, va in corpus.folds:
-                frames = np.unique(np.concatenate([tr - k for k in range(mcfg.history)]))
-                part = Normaliser.fit(corpus.feats[frames], corpus.targets[frames])
-                y = old.targets(corpus.targets[va])
-                loss = [float(np.mean((_predict(init_from.model, n.features(corpus.feats), va, mcfg.history) - y) ** 2))
-                        for n in (old, Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std))]
-                ratios.append(loss[1] / max(loss[0], 1e-12))
-            better = float(np.median(ratios)) < 1.0
-            if better:
-                norm = Normaliser(new.feat_mean, new.feat_std, old.target_mean, old.target_std)
-            recal = {"normaliser": "refitted" if better else "kept",
-                     "held_out_loss_ratio": [round(r, 4) for r in ratios]}
+        norm, recal = _recalibration_normaliser(init_from, corpus, norm, mcfg.history, tcfg.refit_features)
     xs, ys = norm.features(corpus.feats), norm.targets(corpus.targets)
     val_true, val_pred = [], []
     if mcfg.arch == "svr":
@@ -243,7 +247,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         curves, fold_models, fit_info = [], [], {"folds": []}
         for tr, va in corpus.folds:
             fold_model, info = _fit_torch(fresh(), xs, ys, tr, va, tcfg.max_steps, norm, mcfg, tcfg, progress, lr)
-            curves.append([h["val_loss"] for h in info["history"]])
+            curves.append(info["history"])
             fit_info["folds"].append({k: info[k] for k in ("steps_run", "best_step", "best_val_loss")})
             val_pred.append(_predict(fold_model, xs, va, mcfg.history))
             val_true.append(va)
@@ -255,10 +259,11 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
             # must not decide it alone. Scaled to all of the data (the same number of passes over
             # it), then one fit on everything. A new model is never kept untrained.
             n = min(len(c) for c in curves)
-            mean_curve = np.median([np.asarray(c[:n]) / c[0] for c in curves], axis=0)
+            loss = np.array([[h["val_loss"] for h in c[:n]] for c in curves])
+            mean_curve = np.median(loss / loss[:, :1], axis=0)
             first = 0 if init_from is not None else min(1, n - 1)
             best = first + int(np.argmin(mean_curve[first:]))
-            steps = round(best * tcfg.eval_every * len(every) / np.mean([len(t) for t, _ in corpus.folds]))
+            steps = round(curves[0][best]["step"] * len(every) / np.mean([len(t) for t, _ in corpus.folds]))
             fit_info.update(budget_steps=steps, mean_val_curve=[round(float(v), 4) for v in mean_curve])
         if steps > 0:
             model, info = _fit_torch(fresh(), xs, ys, every, None, steps, norm, mcfg, tcfg, progress, lr)
