@@ -52,9 +52,11 @@ def test_learns_beyond_shuffled_control(arch: str, sim_dir: Path, shuffled: Path
 
 def test_fine_tune_and_report(sim_dir: Path, tmp_path: Path) -> None:
     r = run_cli("train", "--data", str(sim_dir / "b.npz"), "--out", str(tmp_path / "base"), "--max-steps", "20",
+                "--folds", "2",
                 "--quiet")
     assert r.returncode == 0, r.stderr
-    r = run_cli("train", "--data", str(sim_dir / "a.npz"), "--out", str(tmp_path / "tuned"), "--max-steps", "40",
+    r = run_cli("train", "--data", str(sim_dir / "a.npz"), "--out", str(tmp_path / "tuned"), "--max-steps", "20",
+                "--folds", "2",
                 "--init-from", str(tmp_path / "base"), "--quiet")
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "tuned" / "config.json").read_text())
