@@ -49,14 +49,18 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _checked(paths: list[str], mains_hz: float | None) -> tuple[list, dict[str, list[dict]], float | None]:
-    """Load sessions and print the data checks' warnings. Returns the sessions, the findings, and
-    the mains frequency found in them (for a notch that follows the rig's mains)."""
+def _checked(paths: list[str], mains_hz: float | None, fcfg: FeatureConfig, history: int
+             ) -> tuple[list, dict[str, list[dict]], float | None]:
+    """Load sessions, refuse one too short to use, and print the data checks' warnings. Returns the
+    sessions, the findings, and the mains frequency found in them (for a notch that follows it)."""
     from .core.checks import inspect_session, mains_of
+    from .core.dataset import check_long_enough
 
+    loaded = [load_session(p) for p in paths]
+    for s in loaded:
+        check_long_enough(s, fcfg, history)
     sessions, found, every = [], {}, []
-    for p in paths:
-        s = load_session(p)
+    for p, s in zip(paths, loaded):
         findings = inspect_session(s, mains_hz)
         for f in findings:
             if f.level == "warn":
@@ -85,7 +89,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    sessions, found, hum = _checked(a.data, a.mains_hz)
+    sessions, found, hum = _checked(a.data, a.mains_hz, FeatureConfig(window=a.window, hop=a.hop, bands=a.bands),
+                                    a.history)
     mains = a.mains_hz if a.mains_hz is not None else (hum or FeatureConfig.mains_hz)
     if a.mains_hz is None:
         print(f"mains notch at {mains:g} Hz ({'the hum found in the data' if hum else 'no hum found: the default'})")
@@ -116,7 +121,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.evaluate import evaluate_sessions, write_report
 
     bundle = load_bundle(a.model)
-    sessions, _, _ = _checked(a.data, bundle.features.mains_hz)
+    sessions, _, _ = _checked(a.data, bundle.features.mains_hz, bundle.features, bundle.history)
     result, t, y_true, y_pred = evaluate_sessions(bundle, sessions)
     result["model"], result["data"] = str(a.model), [str(p) for p in a.data]
     if a.report:

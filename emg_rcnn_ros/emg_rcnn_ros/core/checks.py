@@ -41,7 +41,7 @@ def rail_share(emg: np.ndarray) -> np.ndarray:
     maximum: a saturating amplifier or ADC, not a peak of a varying signal."""
     hi, lo = emg.max(axis=0), emg.min(axis=0)
     eps = 1e-9 * np.maximum(np.abs(hi), np.abs(lo)) + 1e-15
-    rail = (emg >= hi - eps) | (emg <= lo + eps)
+    rail = ((emg >= hi - eps) | (emg <= lo + eps)) & (hi - lo > 1e-12)  # a constant channel is dead, not clipped
     same = np.abs(np.diff(emg, axis=0)) <= eps
     run3 = np.zeros_like(rail)
     run3[1:-1] = same[:-1] & same[1:]
