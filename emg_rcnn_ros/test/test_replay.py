@@ -36,12 +36,19 @@ def test_replay_keeps_the_recorded_intervals(ros_env, observer, tmp_path: Path) 
     proc = subprocess.run([executable("emg-rcnn"), "replay", str(tmp_path / "bag")], env=ros_env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert wait_for(lambda: len(got) >= 300, 5.0), len(got)
-    seqs = [g[1] for g in got]
-    assert seqs == list(range(0, int(rate * seconds), 20))  # every chunk, in order
+    # Best effort, as EMG is published: a loaded machine may drop a message (CI lost 1 of 300 once),
+    # so the test asks for the chunks in order with at most 1 % missing, not for every one.
+    assert wait_for(lambda: len(got) >= 297, 5.0), len(got)
+    time.sleep(0.3)
+    seqs = np.array([g[1] for g in got])
+    assert np.all(np.diff(seqs) > 0) and set(seqs) <= set(range(0, int(rate * seconds), 20)), seqs
     assert len(joints) == len(t)
-    # Recorded: one chunk every 10 ms. Replayed: the same pace (the median interval, which a busy
-    # moment on a loaded machine does not move) and the same length overall.
-    gaps_ms = np.diff([g[0] for g in got]) * 1e-6
+    # Recorded: one chunk every 10 ms. Replayed: the same pace (the median interval between
+    # consecutive chunks, which a busy moment on a loaded machine does not move) and the same
+    # length overall (first to last chunk received, against their recorded distance).
+    arrival_ms = np.array([g[0] for g in got]) * 1e-6
+    step = np.diff(seqs) == 20
+    gaps_ms = np.diff(arrival_ms)[step]
     assert abs(np.median(gaps_ms) - 10.0) < 1.0, np.percentile(gaps_ms, [5, 50, 95])
-    assert abs(gaps_ms.sum() - 2990.0) < 150.0, gaps_ms.sum()  # 299 intervals of 10 ms
+    recorded_ms = (seqs[-1] - seqs[0]) / 20 * 10.0
+    assert abs(arrival_ms[-1] - arrival_ms[0] - recorded_ms) < 150.0, (arrival_ms[-1] - arrival_ms[0], recorded_ms)
