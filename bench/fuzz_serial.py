@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emg_rcnn_ros"))
-from common import emit, machine  # noqa: E402
+from common import BENCH_DOMAIN, emit, machine  # noqa: E402
 from test.test_drivers import Pty  # noqa: E402
 
 from emg_rcnn_ros.drivers.protocols import encode_cyton, encode_framed  # noqa: E402
@@ -165,7 +165,7 @@ def main() -> int:
     ap.add_argument("--protocols", nargs="+", default=["serial", "openbci_cyton"])
     ap.add_argument("--out", default="runs/fuzz_serial.json")
     a = ap.parse_args()
-    domain = 40 + os.getpid() % 40
+    domain = BENCH_DOMAIN
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")  # this process too
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, ROS_LOG_DIR=f"{tmp}/log")

@@ -21,6 +21,7 @@ import numpy as np
 
 from .core.errors import SessionError
 from .core.sessions import DIR_LOADERS, Session
+from .core.stamps import sec_nanosec, to_ns
 
 EMG_TYPE = "emg_rcnn_ros_msgs/msg/EmgArray"
 JOINT_TYPE = "sensor_msgs/msg/JointState"
@@ -71,7 +72,8 @@ class BagRecorder:
             self.writer.set_custom_data(k, str(v))
         self.writer.open()
         # A sidecar with the same description: the bag's metadata.yaml is written only on close.
-        (self.path / SIDECAR).write_text(json.dumps({**custom_data, "joint_topic": joint_topic}, indent=1))
+        self.meta = {**custom_data, "joint_topic": joint_topic}
+        (self.path / SIDECAR).write_text(json.dumps(self.meta, indent=1))
         store = typestore()
         self.connections = {
             EMG_TOPIC: self.writer.add_connection(EMG_TOPIC, EMG_TYPE, typestore=store),
@@ -79,6 +81,12 @@ class BagRecorder:
         }
         self.counts = dict.fromkeys(self.connections, 0)
         self.closed = False
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Add to the description after opening (metadata.yaml is written on close; the sidecar now)."""
+        self.writer.set_custom_data(key, str(value))
+        self.meta[key] = str(value)
+        (self.path / SIDECAR).write_text(json.dumps(self.meta, indent=1))
 
     def write(self, topic: str, receive_ns: int, cdr: bytes) -> None:
         self.writer.write(self.connections[topic], receive_ns, cdr)
@@ -108,8 +116,13 @@ def is_bag(path: Path) -> bool:
     return (path / "metadata.yaml").is_file()
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+def bag_description(path: Path) -> dict[str, str]:
+    """What our recorder stored about a bag (the custom_data of metadata.yaml, kept beside it as
+    JSON); empty for a bag recorded by other tools."""
+    try:
+        return {str(k): str(v) for k, v in json.loads((Path(path) / SIDECAR).read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def load_bag(path: Path) -> Session:
@@ -123,7 +136,7 @@ def load_bag(path: Path) -> Session:
     except Exception as exc:  # rosbags raises several types for unreadable bags
         raise SessionError(f"{path}: not a readable rosbag2 bag ({exc})") from exc
     try:
-        custom = dict(getattr(reader, "custom_data", {}) or {})
+        custom = bag_description(path)
         joint_topic = custom.get("ground_truth_topic")
         emg_conns = [c for c in reader.connections if c.msgtype == EMG_TYPE]
         joint_conns = [c for c in reader.connections if c.msgtype == JOINT_TYPE
@@ -140,10 +153,10 @@ def load_bag(path: Path) -> Session:
                 n = int(m.num_samples)
                 if n == 0 or data.size % n:
                     raise SessionError(f"{path}: EmgArray with {data.size} values for {n} samples")
-                chunks.append((int(m.sequence), _stamp_ns(m.header), float(m.sample_rate), list(m.channel_names),
+                chunks.append((int(m.sequence), to_ns(m.header.stamp), float(m.sample_rate), list(m.channel_names),
                                data.reshape(n, -1)))
             else:
-                joints.append((_stamp_ns(m.header), list(m.name), np.asarray(m.position, float)))
+                joints.append((to_ns(m.header.stamp), list(m.name), np.asarray(m.position, float)))
     finally:
         reader.close()
     return _assemble(path, chunks, joints)
@@ -156,15 +169,20 @@ def _assemble(path: Path, chunks: list, joints: list) -> Session:
     rate, names = chunks[0][2], chunks[0][3]
     if any(c[2] != rate or c[4].shape[1] != chunks[0][4].shape[1] for c in chunks):
         raise SessionError(f"{path}: the sample rate or channel count changes within the bag")
-    # Segments of contiguous sequence numbers; each segment's clock comes from its first stamp.
-    emg, segments, anchors = [], [], []  # anchors: (stamp of first sample, session index of it, length)
+    # Segments of contiguous sequence numbers. Within a segment, sample index and time are related
+    # through every chunk's stamp: an amplifier whose clock runs off its nominal rate is stamped
+    # through a fitted clock (drivers/clock.py), and the nominal rate alone would let the angles
+    # drift against the EMG over a long recording.
+    emg, segments, knots = [], [], []  # knots: per segment, (stamps ns, session index of each chunk's first sample)
     n_total, expected = 0, None
     for seq, stamp, _, _, data in chunks:
         if expected is not None and seq < expected:
             continue  # duplicate or overlapping chunk
         if expected is None or seq != expected:
             segments.append([n_total, n_total])
-            anchors.append((stamp, n_total))
+            knots.append(([], []))
+        knots[-1][0].append(stamp)
+        knots[-1][1].append(n_total)
         emg.append(data)
         n_total += len(data)
         segments[-1][1] = n_total
@@ -174,22 +192,30 @@ def _assemble(path: Path, chunks: list, joints: list) -> Session:
     jnames = joints[0][1] if joints else []
     if not jnames:
         raise SessionError(f"{path}: no ground-truth joint angles")
-    times, pos = [], []
-    for stamp, names_j, p in joints:
+    for _, names_j, _ in joints:
         if names_j != jnames:
             raise SessionError(f"{path}: joint names change within the bag ({names_j} vs {jnames})")
-        for (a, b), (s0, i0) in zip(segments, anchors):
-            i = i0 + (stamp - s0) * 1e-9 * rate
-            if a <= i <= b - 1:
-                times.append(i / rate)
-                pos.append(p)
-                break
+    jstamps = np.array([j[0] for j in joints], np.int64)
+    jpos = np.array([j[2] for j in joints], float)
+    times, pos = [], []
+    for (_, b), (st, ix) in zip(segments, knots):
+        st = np.maximum.accumulate(np.asarray(st, np.int64))
+        ix = np.asarray(ix, float)
+        # Past the last chunk's first sample: that segment's own rate (nominal with one chunk).
+        per_ns = (ix[-1] - ix[0]) / (st[-1] - st[0]) if st[-1] > st[0] else rate * 1e-9
+        rel = (jstamps - st[0]).astype(float)
+        i = np.interp(rel, (st - st[0]).astype(float), ix)
+        i = np.where(rel > st[-1] - st[0], ix[-1] + (rel - (st[-1] - st[0])) * per_ns, i)
+        inside = (rel >= 0) & (i <= b - 1)
+        times.append(i[inside] / rate)
+        pos.append(jpos[inside])
+    times, pos = np.concatenate(times), np.concatenate(pos)
     if len(times) < 2:
         raise SessionError(f"{path}: fewer than two joint samples fall within the recorded EMG")
-    order = np.argsort(times)
-    t = np.asarray(times)[order]
+    order = np.argsort(times, kind="stable")
+    t = times[order]
     keep = np.concatenate([[True], np.diff(t) > 0])
-    return Session(emg_arr.astype(np.float64), rate, np.asarray(pos)[order][keep], t[keep], list(jnames),
+    return Session(emg_arr.astype(np.float64), rate, pos[order][keep], t[keep], list(jnames),
                    list(names) or [f"ch{i}" for i in range(emg_arr.shape[1])], source=str(path),
                    segments=[(a, b) for a, b in segments])
 
@@ -241,11 +267,11 @@ def load_partial(path: Path) -> Session:
         if msgtype == EMG_TYPE:
             m = store.deserialize_cdr(raw, EMG_TYPE)
             n = int(m.num_samples)
-            chunks.append((int(m.sequence), _stamp_ns(m.header), float(m.sample_rate), list(m.channel_names),
+            chunks.append((int(m.sequence), to_ns(m.header.stamp), float(m.sample_rate), list(m.channel_names),
                            np.asarray(m.data, np.float32).reshape(n, -1)))
         elif msgtype == JOINT_TYPE and topic == joint_topic:
             m = store.deserialize_cdr(raw, JOINT_TYPE)
-            joints.append((_stamp_ns(m.header), list(m.name), np.asarray(m.position, float)))
+            joints.append((to_ns(m.header.stamp), list(m.name), np.asarray(m.position, float)))
     return _assemble(path, chunks, joints)
 
 
@@ -293,7 +319,8 @@ def write_session_bag(session: Session, path: str | Path, storage: str = "mcap",
     rec = BagRecorder(path, storage, meta, joint_topic)
 
     def header(ns: int) -> Header:
-        return Header(stamp=Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000), frame_id="emg")
+        sec, nanosec = sec_nanosec(ns)
+        return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id="emg")
 
     events = []
     n = max(1, int(round(chunk * rate)))

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.stamps import to_ns
+
 
 def ensure_model(path: Path, rate: float, channels: int, seconds: float, max_steps: int) -> None:
     from .core.bundle import load_bundle
@@ -64,11 +66,11 @@ class Monitor:
         recv = time.time_ns()
         with self.lock:
             self.names = list(msg.name)
-            self.est.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, recv, list(msg.position)))
+            self.est.append((to_ns(msg.header.stamp), recv, list(msg.position)))
 
     def _on_truth(self, msg) -> None:
         with self.lock:
-            self.truth.append((msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec, list(msg.position)))
+            self.truth.append((to_ns(msg.header.stamp), list(msg.position)))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         with self.lock:

@@ -57,9 +57,16 @@ def test_a_lost_chunk_is_concealed_and_a_long_gap_resets(ros_env, observer) -> N
     finally:
         proc.terminate()
         proc.wait(30)
-    seq = np.array(frames)
-    steps = np.diff(seq)
-    before_reset = seq[seq < 96 * CHUNK]
-    assert np.all(np.diff(before_reset) == HOP), np.diff(before_reset)  # through the concealed chunk: every hop
-    assert (np.abs(steps - HOP) > 0).sum() == 1  # the one long gap restarts the framing, once
-    assert int(diags["concealed_samples"]) == CHUNK * int(diags["concealed_gaps"])  # whole 10 ms chunks
+    # Read against the sample index of each frame's last sample, so that a frame the observer's
+    # best-effort subscription loses on a loaded machine cannot fail the test.
+    seq = np.unique(frames)
+    window = int(0.2 * RATE)  # the default 0.2 s window: a reset waits for a whole new one
+    assert np.all(np.diff(seq[seq < 90 * CHUNK]) % HOP == 0)  # one hop grid through the concealed chunk
+    # Frames continue over the lost chunk (samples 800-819); a reset would leave none before 1219.
+    assert len(seq[(seq >= 40 * CHUNK) & (seq < 40 * CHUNK + 4 * HOP)]) >= 2, seq
+    # The 60 ms gap (samples 1800-1919) is not concealed: nothing ends in it or in the new window.
+    assert not np.any((seq >= 90 * CHUNK) & (seq < 96 * CHUNK + window - 1)), seq
+    assert np.any(seq >= 96 * CHUNK + window - 1)  # and the stream resumes after it
+    assert diags["resets"] == "1", diags
+    concealed = int(diags["concealed_samples"])
+    assert concealed >= CHUNK and concealed % CHUNK == 0, diags  # whole 10 ms chunks

@@ -220,3 +220,88 @@ def test_recording_needs_ground_truth_from_a_best_effort_or_reliable_publisher(r
         assert wait_for(lambda: trigger(observer, "/emg_trainer/start_recording").success, 30.0, step=0.5)
     finally:
         assert rec.stop(signal.SIGINT) == 0, rec.text()
+
+
+def test_a_drifting_amplifier_is_recorded_with_its_rate_and_aligned_angles(ros_env, observer, tmp_path: Path) -> None:
+    """A serial amplifier over a pty whose clock runs 2 % slow (980 Hz for a nominal 1000 Hz), and
+    a ground truth stamped in host time whose value is the host time itself (a ramp). The bag
+    stores the rate the acquisition node estimated, and after 7 s a burst in the EMG still lines
+    up with the angle written at the same moment. With the nominal rate it would be ~140 ms off."""
+    import threading
+
+    import numpy as np
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+
+    from emg_rcnn_ros.drivers.protocols import encode_framed
+
+    from .test_drivers import Pty
+
+    true_rate, nominal, block = 980.0, 1000.0, 5
+    pty = Pty(tmp_path / "ttyEMG")
+    params = yaml.safe_load(_params(tmp_path).read_text())
+    params["/**/emg_acquisition"]["ros__parameters"].update(
+        channels=2, sample_rate=nominal, chunk_duration=0.01, gain=100.0, vref=2.5, read_timeout=0.05)
+    pfile = tmp_path / "drift.yaml"
+    pfile.write_text(yaml.safe_dump(params))
+    connected: list[str] = []
+
+    def on_diag(msg) -> None:
+        for st in msg.status:
+            if st.name.endswith("emg_acquisition"):
+                connected.append({kv.key: kv.value for kv in st.values}.get("connected", ""))
+
+    observer.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
+    truth = observer.node.create_publisher(JointState, "emg/ground_truth", 50)
+    t0 = time.time_ns()
+    stop = threading.Event()
+    burst: dict[str, float] = {}
+
+    def publish_truth() -> None:  # 100 Hz, value = host seconds since t0
+        while not stop.is_set():
+            now = time.time_ns()
+            m = JointState(name=["ramp"], position=[(now - t0) * 1e-9])
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(now, 10**9)
+            truth.publish(m)
+            time.sleep(0.01)
+
+    def write_emg(seconds: float, burst_at: float) -> None:
+        """Frames paced on an absolute schedule at the true rate; a 50-sample burst at `burst_at`."""
+        rng = np.random.default_rng(0)
+        start = time.monotonic()
+        for k in range(0, int(seconds * true_rate), block):
+            due = start + k / true_rate
+            time.sleep(max(0.0, due - time.monotonic()))
+            counts = rng.integers(-100, 100, (block, 2))
+            if burst_at * true_rate <= k < burst_at * true_rate + 50:
+                counts = counts * 200
+                burst.setdefault("host_s", (time.time_ns() - t0) * 1e-9)
+            pty.write(encode_framed(k, counts, 2))
+
+    threading.Thread(target=publish_truth, daemon=True).start()
+    rec = Launched(ros_env, "autostart:=true", "subject:=drift", "driver:=serial", f"port:={pty.link}",
+                   f"params_file:={pfile}", graph="record")
+    try:
+        assert wait_for(lambda: connected[-1:] == ["True"], 60.0), rec.text()
+        writer = threading.Thread(target=write_emg, args=(10.0, 8.0), daemon=True)
+        writer.start()
+        time.sleep(1.0)
+        r = trigger(observer, "/emg_trainer/start_recording", timeout=60.0)
+        assert r.success, r.message
+        writer.join(30.0)
+        time.sleep(2.0)  # at least one more diagnostics period with the final estimate
+        r = trigger(observer, "/emg_trainer/stop_recording")
+        assert r.success, r.message
+    finally:
+        stop.set()
+        rec.stop()
+        pty.unplug()
+    bag = Path(r.message)
+    custom = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+    rate = float(custom["estimated_sample_rate"])
+    assert abs(rate / true_rate - 1) < 0.005, rate
+    s = load_bag(bag)
+    onset = int(np.argmax(np.abs(s.emg[:, 0]) > 20 * np.median(np.abs(s.emg[:, 0]))))
+    at_truth = float(np.interp(burst["host_s"], s.joint_position[:, 0], s.joint_time))
+    assert onset / nominal > 5.0  # the burst came seconds into the recording
+    assert abs(onset / nominal - at_truth) < 0.04, (onset / nominal, at_truth)

@@ -18,15 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import FeatureConfig, ModelConfig, from_dict
+from .config import BUNDLE_CONFIG as CONFIG
+from .config import BUNDLE_FORMAT as FORMAT
+from .config import FeatureConfig, ModelConfig, from_dict, read_bundle_config
 from .dataset import Normaliser
 from .errors import BundleError, ConfigError
 from .frames import FrameLayout
 from .inference import LSTMLast, compile_sequential, run_layers
 from .models import CNN, RCNN, Ensemble, SvrModel, build_torch_model, predict_normalised
 
-FORMAT = "emg_rcnn_ros.bundle/1"
-CONFIG = "config.json"
 TORCH_WEIGHTS = "weights.pt"
 SVR_WEIGHTS = "svr.pkl"
 
@@ -72,8 +72,9 @@ class Bundle:
     def history(self) -> int:
         return self.model_cfg.history
 
-    def check_stream(self, rate: float, channels: int) -> None:
-        """Refuse a stream this model was not trained for, naming the mismatch."""
+    def check_stream(self, rate: float, channels: int) -> FrameLayout:
+        """Refuse a stream this model was not trained for, naming the mismatch; else the stream's
+        frame layout, which the caller then checks each frame against."""
         if channels != self.channels:
             raise BundleError(f"{self.path}: model expects {self.channels} EMG channels, the stream has {channels}")
         try:
@@ -87,6 +88,7 @@ class Bundle:
                 f"model was trained on {self.config['band_edges'][0]:g}-{self.config['band_edges'][-1]:g} Hz "
                 f"(trained at {self.sample_rate:g} Hz)"
             )
+        return layout
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """Raw log-feature windows [N, history, C, bands] -> joint angles [N, J] in radians."""
@@ -124,29 +126,11 @@ def save_bundle(path: str | Path, config: dict[str, Any], model: torch.nn.Module
     return path
 
 
-REQUIRED = ("format", "arch", "model", "features", "sample_rate", "channels", "channel_names", "bands",
-            "band_edges", "joint_names", "normaliser", "weights", "weights_sha256")
-
-
 def load_bundle(path: str | Path) -> Bundle:
     """Load and validate; raises BundleError with the reason."""
     path = Path(path)
-    cfile = path / CONFIG
-    if not path.is_dir():
-        raise BundleError(f"{path}: no model bundle here (directory missing)")
-    if not cfile.is_file():
-        raise BundleError(f"{path}: not a model bundle ({CONFIG} missing)")
+    cfg, fcfg = read_bundle_config(path)
     try:
-        cfg = json.loads(cfile.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{path}: {CONFIG} is corrupt ({exc})") from exc
-    missing = [k for k in REQUIRED if k not in cfg]
-    if missing:
-        raise BundleError(f"{path}: {CONFIG} lacks {', '.join(missing)}")
-    if cfg["format"] != FORMAT:
-        raise BundleError(f"{path}: bundle format '{cfg['format']}', this version reads '{FORMAT}'")
-    try:
-        fcfg = from_dict(FeatureConfig, cfg["features"])
         # Bundles written before these options existed were trained without them.
         mcfg = from_dict(ModelConfig, {"batch_norm": False, "input_clip": 0.0, **cfg["model"]})
         norm = Normaliser.from_dict(cfg["normaliser"])

@@ -6,10 +6,12 @@ surface-EMG practice, and every one is configurable (YAML parameters, CLI, model
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import ConfigError
+from .errors import BundleError, ConfigError
 
 T = TypeVar("T")
 
@@ -121,3 +123,35 @@ def to_dict(obj: Any) -> dict[str, Any]:
     """JSON-ready dict of a config dataclass."""
     out = asdict(obj)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+BUNDLE_FORMAT = "emg_rcnn_ros.bundle/1"
+BUNDLE_CONFIG = "config.json"
+BUNDLE_REQUIRED = ("format", "arch", "model", "features", "sample_rate", "channels", "channel_names", "bands",
+                   "band_edges", "joint_names", "normaliser", "weights", "weights_sha256")
+
+
+def read_bundle_config(path: str | Path) -> tuple[dict[str, Any], FeatureConfig]:
+    """A bundle's config.json, validated, and its feature settings. Without torch: the feature node
+    needs these settings and nothing else of the model."""
+    path = Path(path)
+    cfile = path / BUNDLE_CONFIG
+    if not path.is_dir():
+        raise BundleError(f"{path}: no model bundle here (directory missing)")
+    if not cfile.is_file():
+        raise BundleError(f"{path}: not a model bundle ({BUNDLE_CONFIG} missing)")
+    try:
+        cfg = json.loads(cfile.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{path}: {BUNDLE_CONFIG} is corrupt ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise BundleError(f"{path}: {BUNDLE_CONFIG} is not a JSON object")
+    missing = [k for k in BUNDLE_REQUIRED if k not in cfg]
+    if missing:
+        raise BundleError(f"{path}: {BUNDLE_CONFIG} lacks {', '.join(missing)}")
+    if cfg["format"] != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: bundle format '{cfg['format']}', this version reads '{BUNDLE_FORMAT}'")
+    try:
+        return cfg, from_dict(FeatureConfig, cfg["features"])
+    except (ConfigError, TypeError) as exc:
+        raise BundleError(f"{path}: invalid configuration ({exc})") from exc

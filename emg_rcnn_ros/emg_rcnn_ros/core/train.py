@@ -47,6 +47,7 @@ class Corpus:
     channel_names: list[str]
     joint_names: list[str]
     seconds: float
+    layout: FrameLayout
 
 
 def build_corpus(sessions: list[Session], fcfg: FeatureConfig, history: int, folds: int,
@@ -70,7 +71,7 @@ def build_corpus(sessions: list[Session], fcfg: FeatureConfig, history: int, fol
     split = split_folds(every, fold_ids(recording, folds), gap) if folds > 1 and len(every) >= 8 * gap else []
     return Corpus(np.concatenate([fs.feats for fs in sets]), np.concatenate([fs.targets for fs in sets]),
                   every, [(t, v) for t, v in split if len(t) and len(v)], sessions[0].emg_rate,
-                  sessions[0].channel_names, sessions[0].joint_names, float(sum(s.duration for s in sessions)))
+                  sessions[0].channel_names, sessions[0].joint_names, float(sum(s.duration for s in sessions)), lay)
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None, block: int = 1) -> list[np.ndarray]:
@@ -274,11 +275,10 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         if tcfg.ensemble and init_from is None and fold_models:
             model = Ensemble([*fold_models, model]).eval()
             mcfg = dataclasses.replace(mcfg, members=len(model.members))
-    lay = FrameLayout.build(fcfg, corpus.rate)
     config = {
         "arch": mcfg.arch, "model": to_dict(mcfg), "features": to_dict(fcfg),
         "sample_rate": corpus.rate, "channels": C, "channel_names": corpus.channel_names, "bands": B,
-        "band_edges": lay.band_edges.tolist(), "joint_names": corpus.joint_names,
+        "band_edges": corpus.layout.band_edges.tolist(), "joint_names": corpus.joint_names,
         "normaliser": norm.to_dict(), "versions": versions(),
         "training": {"sessions": [s.source for s in sessions], "seconds": corpus.seconds,
                      "windows": int(len(every)), "train_config": to_dict(tcfg),

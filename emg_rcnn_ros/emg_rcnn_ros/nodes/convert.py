@@ -12,17 +12,16 @@ from builtin_interfaces.msg import Time
 from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
 from sensor_msgs.msg import JointState
 
+from ..core.stamps import sec_nanosec, to_ns  # noqa: F401 - to_ns is the nodes' import point
+
 
 def _f32(x: np.ndarray) -> array:
     return array("f", np.ascontiguousarray(x, dtype=np.float32).tobytes())
 
 
-def to_ns(stamp: Time) -> int:
-    return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
 def from_ns(ns: int) -> Time:
-    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+    sec, nanosec = sec_nanosec(ns)
+    return Time(sec=sec, nanosec=nanosec)
 
 
 def emg_array(samples: np.ndarray, rate: float, first_seq: int, stamp_ns: int, frame_id: str,

@@ -36,7 +36,6 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ..core.bundle import Bundle, StreamingPredictor, load_bundle
 from ..core.command import CommandShaper
-from ..core.frames import FrameLayout
 from ..core.quality import describe
 from .convert import feature_frame, joint_state, to_ns
 from .diagnostics import Diagnostics, Rate
@@ -241,8 +240,7 @@ class Estimator(LifecycleNode):
         key = (float(msg.sample_rate), int(msg.num_channels))
         if key != self.stream:
             try:
-                self.bundle.check_stream(*key)
-                layout = FrameLayout.build(self.bundle.features, key[0])
+                layout = self.bundle.check_stream(*key)
                 if int(msg.num_bins) != len(layout.centres) or not np.allclose(msg.frequencies, layout.centres,
                                                                                atol=1e-3):
                     raise ValueError(f"frames have {msg.num_bins} bands at other frequencies than the model's")

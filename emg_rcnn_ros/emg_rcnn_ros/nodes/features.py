@@ -9,16 +9,13 @@ were far apart."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from emg_rcnn_ros_msgs.msg import EmgArray, EmgFeatures
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 
-from ..core.config import FeatureConfig, from_dict, to_dict
-from ..core.errors import ConfigError
+from ..core.config import FeatureConfig, from_dict, read_bundle_config, to_dict
+from ..core.errors import BundleError, ConfigError
 from ..core.frames import FeatureExtractor
 from ..core.quality import QualityConfig, QualityTracker
 from .convert import emg_features, emg_samples, to_ns
@@ -84,13 +81,12 @@ class Features(Node):
         (the estimator refuses frames whose layout does not match its model)."""
         path = str(param(self, "model_path"))
         if path:
-            cfile = Path(path) / "config.json"
             try:
-                cfg = from_dict(FeatureConfig, json.loads(cfile.read_text())["features"])
-                self.get_logger().info(f"feature settings from {cfile}")
+                cfg = read_bundle_config(path)[1]
+                self.get_logger().info(f"feature settings from the bundle {path}")
                 return cfg
-            except (OSError, KeyError, ValueError) as exc:
-                self.get_logger().warn(f"cannot read feature settings from {cfile} ({exc}); using parameters")
+            except BundleError as exc:
+                self.get_logger().warn(f"cannot read feature settings ({exc}); using parameters")
         try:
             return from_dict(FeatureConfig, {k: param(self, k) for k in to_dict(FeatureConfig())})
         except ConfigError as exc:
