@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emg_rcnn_ros"))
-from common import BENCH_DOMAIN, emit, machine  # noqa: E402
+from common import BENCH_DOMAINS, emit, machine  # noqa: E402
 from test.test_drivers import Pty  # noqa: E402
 
 from emg_rcnn_ros.drivers.protocols import encode_cyton, encode_framed  # noqa: E402
@@ -66,8 +66,7 @@ class Watch:
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
         self.node = rclpy.create_node("fuzz_bench", context=self.ctx)
-        self.msgs = 0
-        self.nonfinite = 0
+        self.reset()
         self.last_msg = 0.0
         self.diag: dict[str, str] = {}
         qos = QoSProfile(depth=5000, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -78,8 +77,16 @@ class Watch:
         ex.add_node(self.node)
         threading.Thread(target=ex.spin, daemon=True).start()
 
+    def reset(self) -> None:
+        self.msgs = self.nonfinite = self.samples = self.skipped = 0
+        self.next_seq: int | None = None
+
     def _on_emg(self, m) -> None:
         self.msgs += 1
+        self.samples += m.num_samples
+        if self.next_seq is not None and m.sequence > self.next_seq:
+            self.skipped += m.sequence - self.next_seq  # samples the stream's sequence jumps over
+        self.next_seq = m.sequence + m.num_samples
         self.last_msg = time.monotonic()
         if not np.all(np.isfinite(np.asarray(m.data))):
             self.nonfinite += 1
@@ -121,7 +128,7 @@ def run_protocol(proto: str, bursts: int, replugs: int, env: dict, watch: Watch,
                 proc.terminate()
                 raise RuntimeError(f"{proto}: transition {t} failed: {res}\n{proc.communicate()[0][-3000:]}")
         time.sleep(1.0)  # pyserial flushes input on open
-        watch.msgs = watch.nonfinite = 0
+        watch.reset()
         counter = 0
         for _ in range(bursts):
             pty.write(burst(proto, counter, rng))
@@ -129,8 +136,25 @@ def run_protocol(proto: str, bursts: int, replugs: int, env: dict, watch: Watch,
             time.sleep(0.0005)
         time.sleep(2.0)
         state = watch.call(watch.get, GetState.Request()).current_state.label
+        # Deactivating publishes the partial chunk the node still holds: then every counter can
+        # be compared with what was published. Active again for the replugs.
+        deactivated = watch.call(watch.change, ChangeState.Request(transition=Transition(
+            id=Transition.TRANSITION_DEACTIVATE))).success
+        time.sleep(2.5)  # the next diagnostics period
+        c = dict(watch.diag)
         out.update(bursts=bursts, alive=proc.poll() is None, state=state, messages=watch.msgs,
-                   nonfinite_messages=watch.nonfinite, counters=dict(watch.diag))
+                   nonfinite_messages=watch.nonfinite, counters=c)
+        # Consistency of the node's counters with what it published: every sample of every accepted
+        # frame is published, and the samples its counter says were dropped are the sequence's jumps.
+        per_frame = 4 if proto == "serial" else 1
+        unpublished = int(c.get("frames", -1)) * per_frame - watch.samples
+        dropped = int(c.get("dropped_samples", -1))
+        out["consistency"] = {"deactivated": deactivated, "samples_published": watch.samples,
+                              "frame_samples_minus_published": unpublished,
+                              "sequence_jumps_samples": watch.skipped, "dropped_samples": dropped,
+                              "consistent": unpublished == 0 and watch.skipped == dropped}
+        watch.call(watch.change, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+        time.sleep(1.0)
         recover = []
         for _ in range(replugs):
             pty.unplug()
@@ -165,7 +189,7 @@ def main() -> int:
     ap.add_argument("--protocols", nargs="+", default=["serial", "openbci_cyton"])
     ap.add_argument("--out", default="runs/fuzz_serial.json")
     a = ap.parse_args()
-    domain = BENCH_DOMAIN
+    domain = BENCH_DOMAINS["fuzz"]
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")  # this process too
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, ROS_LOG_DIR=f"{tmp}/log")

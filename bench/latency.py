@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DOMAIN, emit, machine, percentiles, session_from  # noqa: E402
+from common import BENCH_DOMAINS, emit, machine, percentiles, session_from  # noqa: E402
 
 from emg_rcnn_ros.core.bundle import save_bundle  # noqa: E402
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
@@ -61,7 +61,7 @@ def run_one(channels: int, duration: float, tmp: Path) -> dict:
     pfile = tmp / f"params{channels}.yaml"
     pfile.write_text(yaml.safe_dump(params))
 
-    domain = BENCH_DOMAIN
+    domain = BENCH_DOMAINS["latency"]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_LOCALHOST_ONLY="1", ROS_LOG_DIR=str(tmp / "log"))
     ctx = rclpy.Context()

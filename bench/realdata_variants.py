@@ -61,13 +61,14 @@ def main() -> int:
     ap.add_argument("overrides", nargs="?", default="{}")
     ap.add_argument("--archs", nargs="+", default=["rcnn"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--workers", type=int, default=2)
     a = ap.parse_args()
     if not DATA.is_dir():
         print(f"bench/realdata_variants.py: {DATA} is not here; nothing to do")
         return 0
     over = json.loads(a.overrides)
     cases = list(WITHIN) + list(ACROSS)
-    with ProcessPoolExecutor(2) as ex:
+    with ProcessPoolExecutor(a.workers) as ex:
         futures = [ex.submit(job, arch, s, c, over) for arch in a.archs for s in a.seeds for c in cases]
         rows = [f.result() for f in futures]
     for arch in a.archs:

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DOMAIN, emit, machine  # noqa: E402
+from common import BENCH_DOMAINS, emit, machine  # noqa: E402
 from latency import children, cpu_seconds  # noqa: E402
 
 from emg_rcnn_ros.bags import load_bag  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
                                                             session="bench")
         pfile = tmp / "params.yaml"
         pfile.write_text(yaml.safe_dump(params))
-        domain = BENCH_DOMAIN
+        domain = BENCH_DOMAINS["recording"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOCALHOST_ONLY="1", ROS_LOG_DIR=str(tmp / "log"))
         exe = str(Path(sys.executable).parent / "emg-rcnn-ros")

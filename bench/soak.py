@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DOMAIN, emit, machine, percentiles, session_from  # noqa: E402
+from common import BENCH_DOMAINS, emit, machine, percentiles, session_from  # noqa: E402
 from latency import _spin, children, cpu_seconds  # noqa: E402
 from recording import call  # noqa: E402
 
@@ -79,7 +79,7 @@ def main() -> None:
                                                             session="soak", subject="soak")
         pfile = tmp / "params.yaml"
         pfile.write_text(yaml.safe_dump(params))
-        domain = BENCH_DOMAIN
+        domain = BENCH_DOMAINS["soak"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOCALHOST_ONLY="1", ROS_LOG_DIR=str(tmp / "log"))
         bindir = Path(sys.executable).parent

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BENCH_DOMAIN, emit, machine, session_from  # noqa: E402
+from common import BENCH_DOMAINS, emit, machine, session_from  # noqa: E402
 
 from emg_rcnn_ros.core.bundle import save_bundle  # noqa: E402
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
@@ -100,7 +100,7 @@ def main() -> int:
         print("bench/stop.py: ros2 is not on PATH (source .venv/ros2-tools/env.sh, or a ROS 2 install)")
         return 1
     rng = random.Random(a.seed)
-    domain = BENCH_DOMAIN
+    domain = BENCH_DOMAINS["stop"]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     with tempfile.TemporaryDirectory() as tmp:
         env.update(TMPDIR=tmp, ROS_LOG_DIR=f"{tmp}/log")

@@ -14,6 +14,7 @@ import numpy as np
 from scipy.signal import welch
 
 from .dataset import TARGET_SCALE_MIN, robust_spread
+from .quality import rail_share
 from .sessions import Session
 
 CLIP_SHARE = 0.001  # samples on plateaus at a channel's extremes, as a share of all samples
@@ -34,21 +35,6 @@ class Finding:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def rail_share(emg: np.ndarray) -> np.ndarray:
-    """Per channel, the share of samples on runs of 3+ equal values at the channel's own minimum or
-    maximum: a saturating amplifier or ADC, not a peak of a varying signal."""
-    hi, lo = emg.max(axis=0), emg.min(axis=0)
-    eps = 1e-9 * np.maximum(np.abs(hi), np.abs(lo)) + 1e-15
-    rail = ((emg >= hi - eps) | (emg <= lo + eps)) & (hi - lo > 1e-12)  # a constant channel is dead, not clipped
-    same = np.abs(np.diff(emg, axis=0)) <= eps
-    run3 = np.zeros_like(rail)
-    run3[1:-1] = same[:-1] & same[1:]
-    on_run = run3.copy()
-    on_run[:-1] |= run3[1:]
-    on_run[1:] |= run3[:-1]
-    return (rail & on_run).mean(axis=0)
 
 
 def spectrum(emg: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,21 @@ def describe(flags: int) -> str:
     return ", ".join(text for bit, text in REASONS.items() if flags & bit)
 
 
+def rail_share(emg: np.ndarray) -> np.ndarray:
+    """Per channel, the share of samples on runs of 3+ equal values at the channel's own minimum or
+    maximum: a saturating amplifier or ADC, not a peak of a varying signal."""
+    hi, lo = emg.max(axis=0), emg.min(axis=0)
+    eps = 1e-9 * np.maximum(np.abs(hi), np.abs(lo)) + 1e-15
+    rail = ((emg >= hi - eps) | (emg <= lo + eps)) & (hi - lo > 1e-12)  # a constant channel is dead, not clipped
+    same = np.abs(np.diff(emg, axis=0)) <= eps
+    run3 = np.zeros_like(rail)
+    run3[1:-1] = same[:-1] & same[1:]  # three equal in a row, centred here
+    on_run = run3.copy()
+    on_run[:-1] |= run3[1:]
+    on_run[1:] |= run3[:-1]
+    return (rail & on_run).mean(axis=0)
+
+
 def assess(window: np.ndarray, rate: float, cfg: QualityConfig) -> np.ndarray:
     """Bitmask per channel of a [samples, channels] window of raw EMG in volts."""
     x = np.asarray(window, np.float64)
@@ -54,16 +69,7 @@ def assess(window: np.ndarray, rate: float, cfg: QualityConfig) -> np.ndarray:
     maybe = (at_rail.mean(axis=0) >= cfg.clip_fraction) & ~flat  # a varying signal touches its extremes once
     if maybe.any():
         c = np.flatnonzero(maybe)
-        xs, rail = x[:, c], at_rail[:, c]
-        # Samples on runs of three or more equal values: a saturated amplifier, not a peak.
-        same_next = np.zeros_like(rail)
-        same_next[:-1] = np.abs(np.diff(xs, axis=0)) <= eps[c]
-        run3 = np.zeros_like(rail)
-        run3[1:-1] = same_next[:-2] & same_next[1:-1]  # three equal in a row, centred here
-        on_run = run3.copy()
-        on_run[:-1] |= run3[1:]
-        on_run[1:] |= run3[:-1]
-        share = (rail & on_run).mean(axis=0)
+        share = rail_share(x[:, c])
         flags[c[share >= cfg.clip_fraction]] |= CLIPPED
 
     spec = np.abs(np.fft.rfft(x - x.mean(axis=0), axis=0)) ** 2
