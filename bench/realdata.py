@@ -1,6 +1,7 @@
 """Accuracy on real forearm EMG (../shared/realdata/, not part of this repository), both protocols.
 
-    python bench/realdata.py [--archs rcnn cnn svr] [--seeds 0 1 2] [--out runs/realdata]
+    python bench/realdata.py [--archs rcnn cnn svr] [--seeds 0 1 2] [--protocols within across]
+                             [--out runs/realdata]
 
 The recordings have no licence: they are read from ../shared/realdata/ where that folder exists and
 never copied. Training runs the real `emg-rcnn train` command (defaults, `--seed`), as the kept-aside
@@ -71,8 +72,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--archs", nargs="+", default=["rcnn", "cnn", "svr"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--protocols", nargs="+", choices=["within", "across"], default=["within", "across"])
     ap.add_argument("--out", default="runs/realdata")
     a = ap.parse_args()
+    within = WITHIN if "within" in a.protocols else {}
+    across = ACROSS if "across" in a.protocols else {}
     if not DATA.is_dir():
         print(f"bench/realdata.py: {DATA} is not here (real recordings are not part of the repository); nothing to do")
         return 0
@@ -83,7 +87,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for arch in a.archs:
             for seed in a.seeds:
-                for session, (train_k, test_k) in WITHIN.items():
+                for session, (train_k, test_k) in within.items():
                     model = Path(tmp) / f"{arch}-{seed}-{session}"
                     secs = cli("train", "--data", *files(session, train_k), "--out", str(model), "--arch", arch,
                                "--seed", str(seed), "--quiet")
@@ -93,7 +97,7 @@ def main() -> int:
                                  "train_s": secs, "lag_ms": lag_ms(t, yt, yp)})
                     if arch == "rcnn" and (worst is None or m["mean"]["r2"] < worst[0]):
                         worst = (m["mean"]["r2"], f"{arch} seed {seed} {session}", t, yt, yp, m["joints"])
-                for person in ACROSS:
+                for person in across:
                     base = Path(tmp) / f"{arch}-{seed}-{person}-441"
                     every = sorted(str(p) for p in DATA.glob(f"raw_S2WA_{person}_441_ICA_*.npz"))
                     secs = cli("train", "--data", *every, "--out", str(base),
@@ -127,28 +131,30 @@ def report(rows: list[dict]) -> None:
         return float(np.mean(xs)) if xs else float("nan")
 
     archs = sorted({r["arch"] for r in rows}, key=["rcnn", "cnn", "svr"].index)
-    print("\nwithin a session: mean R2 over joints (mean over seeds)")
-    cases = list(WITHIN)
-    print(f"{'arch':6} " + " ".join(f"{c:>8}" for c in cases) + "   mean R2  mean CC  RMSE deg  train s  lag ms")
-    for arch in archs:
-        w = [r for r in rows if r["protocol"] == "within" and r["arch"] == arch]
-        per = [mean([r["r2"] for r in w if r["case"] == c]) for c in cases]
-        print(f"{arch:6} " + " ".join(f"{v:8.3f}" for v in per)
-              + f"   {mean([r['r2'] for r in w]):7.3f}  {mean([r['cc'] for r in w]):7.3f}"
-              f"  {mean([r['rmse_deg'] for r in w]):8.1f}  {mean([r['train_s'] for r in w]):7.1f}"
-              f"  {mean([r['lag_ms'] for r in w]):6.0f}")
-    print("\nacross sessions (441 -> 442 ICA_2..4): mean R2 before / after recalibration on 442 ICA_1")
-    for arch in archs:
-        x = [r for r in rows if r["protocol"] == "across" and r["arch"] == arch]
-        parts = []
-        for c in sorted({r["case"] for r in x}):
-            rc = [r for r in x if r["case"] == c]
-            after = [r["r2_after"] for r in rc if "r2_after" in r]
-            parts.append(f"{c}: {mean([r['r2'] for r in rc]):.3f}" + (f" / {mean(after):.3f}" if after else ""))
-        after = [r["r2_after"] for r in x if "r2_after" in r]
-        recal = [r["recal_s"] for r in x if "recal_s" in r]
-        print(f"{arch:6} " + "; ".join(parts) + f"; mean {mean([r['r2'] for r in x]):.3f}"
-              + (f" / {mean(after):.3f}, recalibration {mean(recal):.1f} s" if after else ""))
+    if any(r["protocol"] == "within" for r in rows):
+        print("\nwithin a session: mean R2 over joints (mean over seeds)")
+        cases = list(WITHIN)
+        print(f"{'arch':6} " + " ".join(f"{c:>8}" for c in cases) + "   mean R2  mean CC  RMSE deg  train s  lag ms")
+        for arch in archs:
+            w = [r for r in rows if r["protocol"] == "within" and r["arch"] == arch]
+            per = [mean([r["r2"] for r in w if r["case"] == c]) for c in cases]
+            print(f"{arch:6} " + " ".join(f"{v:8.3f}" for v in per)
+                  + f"   {mean([r['r2'] for r in w]):7.3f}  {mean([r['cc'] for r in w]):7.3f}"
+                  f"  {mean([r['rmse_deg'] for r in w]):8.1f}  {mean([r['train_s'] for r in w]):7.1f}"
+                  f"  {mean([r['lag_ms'] for r in w]):6.0f}")
+    if any(r["protocol"] == "across" for r in rows):
+        print("\nacross sessions (441 -> 442 ICA_2..4): mean R2 before / after recalibration on 442 ICA_1")
+        for arch in archs:
+            x = [r for r in rows if r["protocol"] == "across" and r["arch"] == arch]
+            parts = []
+            for c in sorted({r["case"] for r in x}):
+                rc = [r for r in x if r["case"] == c]
+                after = [r["r2_after"] for r in rc if "r2_after" in r]
+                parts.append(f"{c}: {mean([r['r2'] for r in rc]):.3f}" + (f" / {mean(after):.3f}" if after else ""))
+            after = [r["r2_after"] for r in x if "r2_after" in r]
+            recal = [r["recal_s"] for r in x if "recal_s" in r]
+            print(f"{arch:6} " + "; ".join(parts) + f"; mean {mean([r['r2'] for r in x]):.3f}"
+                  + (f" / {mean(after):.3f}, recalibration {mean(recal):.1f} s" if after else ""))
 
 
 if __name__ == "__main__":

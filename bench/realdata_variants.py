@@ -52,8 +52,12 @@ def job(arch: str, seed: int, case: str, over: dict) -> dict:
         return {"arch": arch, "seed": seed, "case": case, "r2": r2(fit(files(case, train_k)), files(case, test_k))}
     base = fit(sorted(str(p) for p in DATA.glob(f"raw_S2WA_{case}_441_ICA_*.npz")))
     test = files(f"{case}_442", [2, 3, 4])
-    after = r2(fit(files(f"{case}_442", [1]), base), test) if arch != "svr" else float("nan")
-    return {"arch": arch, "seed": seed, "case": case, "r2": r2(base, test), "after": after}
+    if arch == "svr":
+        return {"arch": arch, "seed": seed, "case": case, "r2": r2(base, test), "after": float("nan")}
+    recal = fit(files(f"{case}_442", [1]), base)
+    t = recal.config["training"]
+    chose = {**t.get("recalibration", {}), "steps": t.get("steps_run")}
+    return {"arch": arch, "seed": seed, "case": case, "r2": r2(base, test), "after": r2(recal, test), "chose": chose}
 
 
 def main() -> int:
@@ -62,22 +66,31 @@ def main() -> int:
     ap.add_argument("--archs", nargs="+", default=["rcnn"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cases", nargs="+", choices=["within", "across"], default=["within", "across"])
     a = ap.parse_args()
     if not DATA.is_dir():
         print(f"bench/realdata_variants.py: {DATA} is not here; nothing to do")
         return 0
     over = json.loads(a.overrides)
-    cases = list(WITHIN) + list(ACROSS)
+    cases = (list(WITHIN) if "within" in a.cases else []) + (list(ACROSS) if "across" in a.cases else [])
     with ProcessPoolExecutor(a.workers) as ex:
         futures = [ex.submit(job, arch, s, c, over) for arch in a.archs for s in a.seeds for c in cases]
         rows = [f.result() for f in futures]
+    for r in rows:
+        if "chose" in r:
+            print(f"{r['arch']} seed {r['seed']} {r['case']}: {r['r2']:.3f} -> {r['after']:.3f}, {r['chose']}")
     for arch in a.archs:
         w = [r for r in rows if r["arch"] == arch and r["case"] in WITHIN]
         x = [r for r in rows if r["arch"] == arch and r["case"] in ACROSS]
-        per = " ".join(f"{np.mean([r['r2'] for r in w if r['case'] == c]):.2f}" for c in WITHIN)
-        seeds = " ".join(f"{np.mean([r['r2'] for r in w if r['seed'] == s]):.3f}" for s in a.seeds)
-        print(f"{arch:5} within {np.mean([r['r2'] for r in w]):.3f} ({per}; seeds {seeds}) | across "
-              f"{np.mean([r['r2'] for r in x]):.3f} / {np.mean([r['after'] for r in x]):.3f} after recalibration")
+        if w:
+            per = " ".join(f"{np.mean([r['r2'] for r in w if r['case'] == c]):.2f}" for c in WITHIN)
+            seeds = " ".join(f"{np.mean([r['r2'] for r in w if r['seed'] == s]):.3f}" for s in a.seeds)
+            print(f"{arch:5} within {np.mean([r['r2'] for r in w]):.3f} ({per}; seeds {seeds})")
+        if x:
+            per = " ".join(f"{c} {np.mean([r['r2'] for r in x if r['case'] == c]):.3f} / "
+                           f"{np.mean([r['after'] for r in x if r['case'] == c]):.3f}" for c in ACROSS)
+            print(f"{arch:5} across {np.mean([r['r2'] for r in x]):.3f} / {np.mean([r['after'] for r in x]):.3f} "
+                  f"after recalibration ({per})")
     print("overrides", json.dumps(over))
     return 0
 

@@ -59,22 +59,22 @@ class Recording:
             except OSError as exc:
                 self._fail(rec, exc)
 
-    def flush(self, min_free: float) -> bool:
-        """Make what was written survive a crash; False when the recording had to stop."""
+    def flush(self, min_free: float) -> str | None:
+        """Make what was written survive a crash. Returns why the caller should stop recording
+        (disk almost full: it closes, with its description) or None; a write error stops it here."""
         with self.lock:
             rec = self.recorder
             if rec is None:
-                return True
+                return None
             try:
                 rec.flush()
             except OSError as exc:
                 self._fail(rec, exc)
-                return False
-        if shutil.disk_usage(rec.path.parent).free < 0.1 * min_free:
-            self.error("disk almost full: recording stopped")
-            self.close()
-            return False
-        return True
+                return None
+        free = shutil.disk_usage(rec.path.parent).free
+        if free < 0.1 * min_free:
+            return f"disk almost full ({free / 1e6:.0f} MB free on {rec.path.parent}): recording stopped"
+        return None
 
     def close(self, meta: dict[str, str] | None = None) -> BagRecorder | None:
         """Close the bag, adding `meta` to its description; the closed recorder, or None."""

@@ -99,3 +99,29 @@ def test_not_a_bag_is_reported(tmp_path: Path) -> None:
     assert r.returncode != 0 and "no model bundle" in r.stderr
     r = run_cli("export", str(tmp_path / "d"), "--out", str(tmp_path / "x.npz"))
     assert r.returncode != 0 and "no session loader recognises" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_recording_refuses_what_would_lose_data_and_stops_when_the_disk_fills(tmp_path: Path) -> None:
+    import shutil
+
+    from emg_rcnn_ros.bags import bag_description, is_bag
+    from emg_rcnn_ros.recording import Recording
+
+    errors: list[str] = []
+    rec = Recording(errors.append)
+    free = shutil.disk_usage(tmp_path).free
+    meta = {"subject": "s1"}
+    why = rec.start(tmp_path / "a", "mcap", meta, "/gt", min_free=free * 10)
+    assert why is not None and "min_free_space" in why and errors  # refused loudly, nothing opened
+    assert rec.start(tmp_path / "a", "mcap", meta, "/gt", 0.0, gate=lambda: "no ground truth") == "no ground truth"
+    assert rec.path is None
+    assert rec.start(tmp_path / "a", "mcap", meta, "/gt", 0.0) is None
+    assert "already recording" in rec.start(tmp_path / "b", "mcap", meta, "/gt", 0.0)
+    assert rec.flush(min_free=0.0) is None
+    assert "disk almost full" in rec.flush(min_free=free * 20)  # below a tenth of the minimum
+    closed = rec.close({"estimated_sample_rate": "999.5"})
+    assert closed is not None and rec.path is None and rec.close() is None
+    assert is_bag(tmp_path / "a")
+    assert bag_description(tmp_path / "a")["estimated_sample_rate"] == "999.5"
+    rec2 = Recording(errors.append)
+    assert "exists" in rec2.start(tmp_path / "a", "mcap", meta, "/gt", 0.0)  # never overwritten

@@ -88,6 +88,30 @@ def test_recalibration_that_only_hurts_keeps_the_model() -> None:
                                _predict(model, xs, corpus.all_ends, mcfg.history), atol=1e-6)
 
 
+def test_recalibration_refits_feature_statistics_only_when_every_held_out_block_agrees() -> None:
+    """Electrodes that pick up 3x the amplitude on the new day shift every channel's log power by
+    the same amount in every block: re-fitted statistics win on each held-out block and are used.
+    The same day's data at its own amplitude gives no such agreement, and the model keeps its own."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from emg_rcnn_ros.core.bundle import Bundle
+
+    mcfg, fcfg = ModelConfig(), FeatureConfig()
+    model, cfg = train([_session(1, 20.0), _session(2, 20.0)], fcfg, mcfg, TrainConfig(max_steps=150, folds=2),
+                       progress=False)
+    base = Bundle(Path("base"), cfg, fcfg, mcfg, Normaliser.from_dict(cfg["normaliser"]), model)
+    tcfg = TrainConfig(max_steps=50, patience_steps=25, folds=3)
+    same = _session(1, 20.0)
+    louder = replace(_session(5, 20.0), emg=_session(5, 20.0).emg * 3.0)
+    _, out = train([louder], fcfg, mcfg, tcfg, init_from=base, progress=False)
+    recal = out["training"]["recalibration"]
+    assert recal["normaliser"] == "refitted" and max(recal["held_out_loss_ratio"]) < 1.0, recal
+    _, out = train([same], fcfg, mcfg, tcfg, init_from=base, progress=False)
+    recal = out["training"]["recalibration"]
+    assert recal["normaliser"] == "kept", recal  # its own training data: nothing to correct
+
+
 def _rig(subject: int, trials: int, seed: int, **effects) -> list[Session]:
     from emg_rcnn_ros.core.sim import SessionEffects, simulate_rig_trials
 

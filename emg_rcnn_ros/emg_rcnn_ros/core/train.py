@@ -186,7 +186,9 @@ def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser
     Electrode shift and skin/gain changes move each channel's log power, so re-fitted statistics
     may suit the new session better (the joint scale stays the model's). Fitted on the whole
     recording they always look better on it, since they remove its own offset; so each fold fits
-    them on its training part and judges them on its held-out part, against the model's own."""
+    them on its training part and judges them on its held-out part, against the model's own. The
+    model's own statistics are what it was trained with: re-fitted ones replace them only when they
+    win on every held-out block (a majority of three blocks of a few seconds is weak evidence)."""
     old = init_from.normaliser
     if not refit or isinstance(init_from.model, SvrModel) or not corpus.folds:
         return old, {}
@@ -198,7 +200,7 @@ def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser
         loss = [float(np.mean((_predict(init_from.model, n.features(corpus.feats), va, T) - y) ** 2))
                 for n in (old, Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std))]
         ratios.append(loss[1] / max(loss[0], 1e-12))
-    better = float(np.median(ratios)) < 1.0
+    better = max(ratios) < 1.0
     info = {"normaliser": "refitted" if better else "kept", "held_out_loss_ratio": [round(r, 4) for r in ratios]}
     return (Normaliser(new.feat_mean, new.feat_std, old.target_mean, old.target_std) if better else old), info
 
@@ -264,6 +266,8 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
             mean_curve = np.median(loss / loss[:, :1], axis=0)
             first = 0 if init_from is not None else min(1, n - 1)
             best = first + int(np.argmin(mean_curve[first:]))
+            if init_from is not None and not np.all(loss[:, best] < loss[:, 0]):
+                best = 0  # fine-tuning must help on every held-out block, or the model stays as it is
             steps = round(curves[0][best]["step"] * len(every) / np.mean([len(t) for t, _ in corpus.folds]))
             fit_info.update(budget_steps=steps, mean_val_curve=[round(float(v), 4) for v in mean_curve])
         if steps > 0:

@@ -155,7 +155,9 @@ class Trainer(Node):
                         self.estimated_rate = kv.value
 
     def _flush(self) -> None:
-        self.recording.flush(float(param(self, "min_free_space")))
+        if (why := self.recording.flush(float(param(self, "min_free_space")))) is not None:
+            self.get_logger().error(why)
+            self._close(why)
 
     # guided calibration --------------------------------------------------------------------
     def _calibrate(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
