@@ -37,12 +37,14 @@ def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = ""
             else:
                 pubs[topic] = node.create_publisher(JointState, topic, QoSProfile(depth=100))
     sent = 0
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and not all(p.get_subscription_count() for p in pubs.values()):
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + wait and not all(p.get_subscription_count() for p in pubs.values()):
         time.sleep(0.02)
     # Matched here does not yet mean matched there: the subscriber may still be learning of us, and a
-    # best-effort message sent meanwhile is dropped. Give discovery a moment on the other side too.
-    time.sleep(min(wait, 0.5))
+    # best-effort message sent meanwhile is dropped. Give the other side as long as this side took
+    # (discovery is slow on a loaded machine on both sides alike), at least 0.5 s.
+    if all(p.get_subscription_count() for p in pubs.values()):
+        time.sleep(min(wait, max(0.5, time.monotonic() - t0)))
     try:
         while True:
             t_bag0, t_wall0 = events[0][0], time.monotonic() + 0.1

@@ -33,12 +33,13 @@ def test_replay_keeps_the_recorded_intervals(ros_env, observer, tmp_path: Path) 
     observer.node.create_subscription(EmgArray, "emg/raw", lambda m: got.append((time.monotonic_ns(), m.sequence)),
                                       qos)
     observer.node.create_subscription(JointState, "emg/ground_truth", joints.append, 100)
-    proc = subprocess.run([executable("emg-rcnn"), "replay", str(tmp_path / "bag")], env=ros_env,
-                          capture_output=True, text=True, timeout=60)
+    # --wait: on a loaded machine discovery takes seconds; replay waits for it, not for a fixed time.
+    proc = subprocess.run([executable("emg-rcnn"), "replay", str(tmp_path / "bag"), "--wait", "20"], env=ros_env,
+                          capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr
     # Best effort, as EMG is published: a loaded machine may drop a message (CI lost 1 of 300 once),
     # so the test asks for the chunks in order with at most 1 % missing, not for every one.
-    assert wait_for(lambda: len(got) >= 297, 5.0), len(got)
+    assert wait_for(lambda: len(got) >= 297, 5.0), (len(got), sorted(set(range(0, 6000, 20)) - {g[1] for g in got}))
     time.sleep(0.3)
     seqs = np.array([g[1] for g in got])
     assert np.all(np.diff(seqs) > 0) and set(seqs) <= set(range(0, int(rate * seconds), 20)), seqs
