@@ -64,6 +64,39 @@ def test_budget_is_chosen_on_folds_then_every_window_is_trained() -> None:
     assert cfg["validation"]["mean"]["r2"] > 0.3  # held-out windows, from models that never saw them
 
 
+def test_a_recording_unlike_the_others_neither_cuts_the_budget_short_nor_leaves_an_untrained_member() -> None:
+    """Three recordings, the third with angles that belong to another recording: its fold never
+    improves on its held-out part. The folds train in lockstep, so it cannot stop the others early,
+    and every member of the ensemble is trained to the chosen step. (When each fold stopped on its
+    own, this fold's model was kept at step 0, untrained, and averaged into every estimate.)"""
+    from dataclasses import replace
+
+    first, second = _session(1, 12.0), _session(2, 12.0)
+    stranger, other = _session(3, 12.0), _session(9, 12.0)
+    n = min(len(stranger.joint_time), len(other.joint_time))
+    stranger = replace(stranger, joint_position=other.joint_position[:n][::-1].copy(),
+                       joint_time=stranger.joint_time[:n])
+    tcfg = TrainConfig(max_steps=200, eval_every=25, patience_steps=75, folds=3)
+    mcfg = ModelConfig()
+    model, cfg = train([first, second, stranger], FeatureConfig(), mcfg, tcfg, progress=False)
+    t = cfg["training"]
+    assert len({f["steps_run"] for f in t["folds"]}) == 1, t["folds"]  # every fold ran to the same step
+    assert t["folds"][2]["val_loss"][1] >= 0.95 * t["folds"][2]["val_loss"][0], t["folds"]  # it never helped
+    assert t["best_step"] > 0 and t["budget_steps"] > 0
+    corpus = build_corpus([first], FeatureConfig(), mcfg.history, 1)
+    xs = Normaliser.from_dict(cfg["normaliser"]).features(corpus.feats)
+    import torch
+
+    from emg_rcnn_ros.core.models import build_torch_model
+
+    torch.manual_seed(tcfg.seed)
+    untrained = build_torch_model(mcfg, xs.shape[1], xs.shape[2], 2).eval()
+    before = _predict(untrained, xs, corpus.all_ends, mcfg.history)
+    for member in model.members:
+        after = _predict(member, xs, corpus.all_ends, mcfg.history)
+        assert np.abs(after - before).max() > 0.05  # trained, not the initial network
+
+
 def test_recalibration_that_only_hurts_keeps_the_model() -> None:
     """Fine-tuning with a learning rate that wrecks the weights at the first step makes every
     held-out block worse, so the recalibrated model must be the old one (with whichever feature

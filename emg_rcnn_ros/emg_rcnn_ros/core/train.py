@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,76 +103,112 @@ def _forward(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, T: int, d
     return model.recur(emb[torch.from_numpy(inverse.reshape(idx.shape)).to(dev)])
 
 
-def _fit_torch(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, fit_ends: np.ndarray,
-               val_ends: np.ndarray | None, steps: int, norm: Normaliser, mcfg: ModelConfig, tcfg: TrainConfig,
-               progress: bool, lr: float) -> tuple[torch.nn.Module, dict]:
-    """Adam for up to `steps` optimiser steps on windows ending at `fit_ends`. With `val_ends`,
-    the validation loss is read at the start and every `eval_every` steps, training stops `patience_steps` after its
-    best, and the best state is kept; without, the last state is. Steps, not epochs: a short
-    recording has few batches per epoch, so epochs would make the budget depend on its length."""
-    dev = torch.device(tcfg.device)
-    model.to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tcfg.weight_decay)
-    rng = np.random.default_rng(tcfg.seed)
-    T = mcfg.history
-    # Gain augmentation: an electrode's amplitude change by g adds 2 ln g to its log power.
-    lo, hi = np.log(1 - tcfg.gain_jitter), np.log(1 + tcfg.gain_jitter)
-    inv_std = (1.0 / norm.feat_std).astype(np.float32)[None]  # [1, C, bands]
+class _Run:
+    """One network under Adam on windows ending at `fit_ends`, advanced a few optimiser steps at a
+    time, so that the fold models can train in lockstep and be judged together. Steps, not epochs:
+    a short recording has few batches per epoch, so epochs would make the budget depend on its length."""
 
-    def loss_on(ends: np.ndarray) -> float:
-        model.eval()
+    def __init__(self, model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, fit_ends: np.ndarray,
+                 norm: Normaliser, mcfg: ModelConfig, tcfg: TrainConfig, lr: float) -> None:
+        self.dev = torch.device(tcfg.device)
+        self.model = model.to(self.dev).train()
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tcfg.weight_decay)
+        self.xs, self.ys, self.fit_ends, self.tcfg, self.T = xs, ys, fit_ends, tcfg, mcfg.history
+        self.rng = np.random.default_rng(tcfg.seed)
+        # Gain augmentation: an electrode's amplitude change by g adds 2 ln g to its log power.
+        self.lo, self.hi = np.log(1 - tcfg.gain_jitter), np.log(1 + tcfg.gain_jitter)
+        self.inv_std = (1.0 / norm.feat_std).astype(np.float32)[None]  # [1, C, bands]
+        self.step = 0
+        self._queue: list[np.ndarray] = []
+
+    def advance(self, n: int) -> float:
+        """n optimiser steps; returns their mean training loss."""
+        total, seen = 0.0, 0
+        for _ in range(n):
+            if not self._queue:
+                self._queue = _batches(len(self.fit_ends), self.tcfg.batch_size, self.rng, BLOCK)
+            ends = self.fit_ends[self._queue.pop(0)]
+            group = np.arange(len(ends)) // BLOCK
+            shift = None
+            if self.tcfg.gain_jitter > 0:
+                draw = self.rng.uniform(self.lo, self.hi, (group[-1] + 1, self.xs.shape[1], 1))
+                shift = 2 * draw.astype(np.float32) * self.inv_std
+            self.opt.zero_grad()
+            loss = torch.nn.functional.mse_loss(_forward(self.model, self.xs, ends, self.T, self.dev, shift, group),
+                                                torch.from_numpy(self.ys[ends]).to(self.dev))
+            loss.backward()
+            self.opt.step()
+            self.step += 1
+            total += float(loss.detach()) * len(ends)
+            seen += len(ends)
+        return total / max(seen, 1)
+
+    def loss_on(self, ends: np.ndarray) -> float:
+        self.model.eval()
         total = 0.0
         with torch.no_grad():
             for b in _batches(len(ends), 1024, None):
-                y = torch.from_numpy(ys[ends[b]]).to(dev)
-                total += float(torch.nn.functional.mse_loss(_forward(model, xs, ends[b], T, dev), y, reduction="sum"))
-        model.train()
-        return total / (len(ends) * ys.shape[1])
+                y = torch.from_numpy(self.ys[ends[b]]).to(self.dev)
+                out = _forward(self.model, self.xs, ends[b], self.T, self.dev)
+                total += float(torch.nn.functional.mse_loss(out, y, reduction="sum"))
+        self.model.train()
+        return total / (len(ends) * self.ys.shape[1])
 
-    best, best_step, best_state, history = np.inf, 0, copy.deepcopy(model.state_dict()), []
-    step, run, seen = 0, 0.0, 0
-    if val_ends is not None:  # step 0 is a candidate: fine-tuning that never helps is not kept
-        best = loss_on(val_ends)
-        history.append({"step": 0, "val_loss": best})
+    def done(self) -> torch.nn.Module:
+        return self.model.to("cpu").eval()
+
+
+def _fit_torch(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.ndarray, steps: int,
+               norm: Normaliser, mcfg: ModelConfig, tcfg: TrainConfig, progress: bool, lr: float
+               ) -> tuple[torch.nn.Module, list[dict]]:
+    """Train for exactly `steps` optimiser steps; returns the model and its training-loss history."""
+    run, history = _Run(model, xs, ys, ends, norm, mcfg, tcfg, lr), []
     bar = tqdm(total=steps, desc=f"train {mcfg.arch}", unit="step", disable=not progress, leave=False)
-    model.train()
-    while step < steps:
-        for b in _batches(len(fit_ends), tcfg.batch_size, rng, BLOCK):
-            ends = fit_ends[b]
-            group = np.arange(len(ends)) // BLOCK
-            shift = None
-            if tcfg.gain_jitter > 0:
-                shift = 2 * rng.uniform(lo, hi, (group[-1] + 1, xs.shape[1], 1)).astype(np.float32) * inv_std
-            opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(_forward(model, xs, ends, T, dev, shift, group),
-                                                torch.from_numpy(ys[ends]).to(dev))
-            loss.backward()
-            opt.step()
-            step += 1
-            run += float(loss.detach()) * len(ends)
-            seen += len(ends)
-            bar.update(1)
-            if step % tcfg.eval_every == 0 or step == steps:
-                entry = {"step": step, "train_loss": run / seen}
-                run, seen = 0.0, 0
-                if val_ends is not None:
-                    entry["val_loss"] = loss_on(val_ends)
-                    if entry["val_loss"] < best - 1e-4:
-                        best, best_step, best_state = entry["val_loss"], step, copy.deepcopy(model.state_dict())
-                history.append(entry)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in entry.items() if k != "step"})
-            if step >= steps or (val_ends is not None and step - best_step >= tcfg.patience_steps):
-                break
-        if val_ends is not None and step - best_step >= tcfg.patience_steps:
-            break
+    while run.step < steps:
+        n = min(tcfg.eval_every, steps - run.step)
+        history.append({"step": run.step + n, "train_loss": run.advance(n)})
+        bar.update(n)
     bar.close()
-    if val_ends is not None:
-        model.load_state_dict(best_state)
-    model.to("cpu").eval()
-    info = {"steps_run": step, "history": history}
-    if val_ends is not None:
-        info.update(best_step=best_step, best_val_loss=float(best))
-    return model, info
+    return run.done(), history
+
+
+def _fit_folds(make: Callable[[], torch.nn.Module], xs: np.ndarray, ys: np.ndarray,
+               folds: list[tuple[np.ndarray, np.ndarray]], norm: Normaliser, mcfg: ModelConfig,
+               tcfg: TrainConfig, progress: bool, lr: float, fine_tune: bool
+               ) -> tuple[list[torch.nn.Module], int, dict]:
+    """The fold models trained in lockstep, each read on its held-out part every `eval_every` steps.
+    The budget is the step where the median over folds of the held-out loss, relative to each
+    fold's start, is lowest; training stops `patience_steps` after it. All folds run to the same
+    step, so one fold that never improves cannot cut the others' curves short, and every fold
+    model is returned at the chosen step (never untrained, unless fine-tuning did not help).
+    Fine-tuning keeps step 0 unless the chosen step is better on every held-out block."""
+    runs = [_Run(make(), xs, ys, tr, norm, mcfg, tcfg, lr) for tr, _ in folds]
+    vals = [va for _, va in folds]
+    loss = [[r.loss_on(v)] for r, v in zip(runs, vals)]
+    steps, curve = [0], [1.0]
+    start = [copy.deepcopy(r.model.state_dict()) for r in runs]
+    best, best_i, states = (1.0, 0, start) if fine_tune else (np.inf, 0, start)
+    bar = tqdm(total=tcfg.max_steps, desc=f"folds {mcfg.arch}", unit="step", disable=not progress, leave=False)
+    while steps[-1] < tcfg.max_steps and steps[-1] - steps[best_i] < tcfg.patience_steps:
+        n = min(tcfg.eval_every, tcfg.max_steps - steps[-1])
+        for r, v, hist in zip(runs, vals, loss):
+            r.advance(n)
+            hist.append(r.loss_on(v))
+        steps.append(steps[-1] + n)
+        curve.append(float(np.median([h[-1] / max(h[0], 1e-12) for h in loss])))
+        bar.update(n)
+        if curve[-1] < best - 1e-4:
+            best, best_i, states = curve[-1], len(steps) - 1, [copy.deepcopy(r.model.state_dict()) for r in runs]
+    bar.close()
+    arr = np.array(loss)
+    if fine_tune and not np.all(arr[:, best_i] < arr[:, 0]):
+        best_i, states = 0, start  # fine-tuning must help on every held-out block, or the model stays
+    for r, st in zip(runs, states):
+        r.model.load_state_dict(st)
+    info = {"folds": [{"steps_run": steps[-1], "val_loss": [round(float(v), 4) for v in (h[0], h[best_i])]}
+                      for h in loss],
+            "best_step": steps[best_i], "mean_val_curve": [round(v, 4) for v in curve]}
+    return [r.done() for r in runs], steps[best_i], info
 
 
 def _predict(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, T: int) -> np.ndarray:
@@ -247,32 +284,20 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
             return build_torch_model(dataclasses.replace(mcfg, members=1), C, B, J)
 
         lr = tcfg.finetune_lr if init_from is not None else tcfg.lr
-        curves, fold_models, fit_info = [], [], {"folds": []}
-        for tr, va in corpus.folds:
-            fold_model, info = _fit_torch(fresh(), xs, ys, tr, va, tcfg.max_steps, norm, mcfg, tcfg, progress, lr)
-            curves.append(info["history"])
-            fit_info["folds"].append({k: info[k] for k in ("steps_run", "best_step", "best_val_loss")})
-            val_pred.append(_predict(fold_model, xs, va, mcfg.history))
-            val_true.append(va)
-            fold_models.append(fold_model)
+        fold_models: list[torch.nn.Module] = []
+        fit_info = {}
         steps = tcfg.max_steps
-        if curves:
-            # The budget where the held-out loss, relative to where each fold started and taken as the
-            # median over folds, is lowest: one trial unlike the others (a posture never trained on)
-            # must not decide it alone. Scaled to all of the data (the same number of passes over
-            # it), then one fit on everything. A new model is never kept untrained.
-            n = min(len(c) for c in curves)
-            loss = np.array([[h["val_loss"] for h in c[:n]] for c in curves])
-            mean_curve = np.median(loss / loss[:, :1], axis=0)
-            first = 0 if init_from is not None else min(1, n - 1)
-            best = first + int(np.argmin(mean_curve[first:]))
-            if init_from is not None and not np.all(loss[:, best] < loss[:, 0]):
-                best = 0  # fine-tuning must help on every held-out block, or the model stays as it is
-            steps = round(curves[0][best]["step"] * len(every) / np.mean([len(t) for t, _ in corpus.folds]))
-            fit_info.update(budget_steps=steps, mean_val_curve=[round(float(v), 4) for v in mean_curve])
+        if corpus.folds:
+            fold_models, best, fit_info = _fit_folds(fresh, xs, ys, corpus.folds, norm, mcfg, tcfg, progress, lr,
+                                                     init_from is not None)
+            for m, (_, va) in zip(fold_models, corpus.folds):
+                val_pred.append(_predict(m, xs, va, mcfg.history))
+                val_true.append(va)
+            # Scaled to all of the data (the same number of passes over it), then one fit on everything.
+            steps = round(best * len(every) / np.mean([len(t) for t, _ in corpus.folds]))
+            fit_info["budget_steps"] = steps
         if steps > 0:
-            model, info = _fit_torch(fresh(), xs, ys, every, None, steps, norm, mcfg, tcfg, progress, lr)
-            fit_info["history"] = info["history"]
+            model, fit_info["history"] = _fit_torch(fresh(), xs, ys, every, steps, norm, mcfg, tcfg, progress, lr)
         else:  # recalibration where no fine-tuning beat the model as it was: keep it, re-normalised
             model = fresh().eval()
         fit_info["steps_run"] = steps
