@@ -38,12 +38,16 @@ def replay(bag: Path, rate: float = 1.0, loop: bool = False, namespace: str = ""
                 pubs[topic] = node.create_publisher(JointState, topic, QoSProfile(depth=100))
     sent = 0
     t0 = time.monotonic()
-    while time.monotonic() < t0 + wait and not all(p.get_subscription_count() for p in pubs.values()):
+
+    def matched() -> bool:
+        return all(p.get_subscription_count() for p in pubs.values())
+
+    while time.monotonic() < t0 + wait and not matched():
         time.sleep(0.02)
     # Matched here does not yet mean matched there: the subscriber may still be learning of us, and a
     # best-effort message sent meanwhile is dropped. Give the other side as long as this side took
     # (discovery is slow on a loaded machine on both sides alike), at least 0.5 s.
-    if all(p.get_subscription_count() for p in pubs.values()):
+    if matched():
         time.sleep(min(wait, max(0.5, time.monotonic() - t0)))
     try:
         while True:
