@@ -187,7 +187,8 @@ def _fit_folds(make: Callable[[], torch.nn.Module], xs: np.ndarray, ys: np.ndarr
     loss = [[r.loss_on(v)] for r, v in zip(runs, vals)]
     steps, curve = [0], [1.0]
     start = [copy.deepcopy(r.model.state_dict()) for r in runs]
-    best, best_i, states = (1.0, 0, start) if fine_tune else (np.inf, 0, start)
+    best = 1.0 if fine_tune else np.inf  # a new model is never kept at step 0
+    best_i, states = 0, start
     bar = tqdm(total=tcfg.max_steps, desc=f"folds {mcfg.arch}", unit="step", disable=not progress, leave=False)
     while steps[-1] < tcfg.max_steps and steps[-1] - steps[best_i] < tcfg.patience_steps:
         n = min(tcfg.eval_every, tcfg.max_steps - steps[-1])
