@@ -110,8 +110,13 @@ def cmd_train(a: argparse.Namespace) -> int:
     config["data_checks"] = found
     path = save_bundle(a.out, config, model)
     print(f"wrote model {path} ({config['arch']}, {config['training']['wall_seconds']} s)")
+    recal = config["training"].get("recalibration")
+    if recal:
+        why = recal.get("reason") or f"held-out loss ratios {recal['held_out_loss_ratio']}"
+        print(f"recalibration: feature statistics {recal['normaliser']} ({why}); "
+              f"fine-tuning {config['training']['steps_run']} steps")
     if "validation" in config:
-        print("validation (held-out last part of each recording):")
+        print("validation (each held-out recording or block, by the fold model that did not see it):")
         print(_fmt(config["validation"]))
     return 0
 
@@ -214,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", choices=["cpu", "cuda"], default=t.device)
     tr.add_argument("--init-from", help="fine-tune from this bundle (recalibration)")
     tr.add_argument("--keep-normaliser", action="store_true",
-                    help="with --init-from: keep the bundle's feature normalisation instead of re-fitting it")
+                    help="with --init-from: keep the bundle's feature normalisation instead of re-fitting it "
+                         "(re-fitting needs two or more recordings and must win on each held out)")
     tr.add_argument("--window", type=float, default=d.window, help="s")
     tr.add_argument("--hop", type=float, default=d.hop, help="s")
     tr.add_argument("--bands", type=int, default=d.bands)

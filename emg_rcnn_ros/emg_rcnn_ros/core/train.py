@@ -49,6 +49,7 @@ class Corpus:
     joint_names: list[str]
     seconds: float
     layout: FrameLayout
+    recordings: int  # sessions given (a recording split by gaps is still one)
 
 
 def build_corpus(sessions: list[Session], fcfg: FeatureConfig, history: int, folds: int,
@@ -72,7 +73,8 @@ def build_corpus(sessions: list[Session], fcfg: FeatureConfig, history: int, fol
     split = split_folds(every, fold_ids(recording, folds), gap) if folds > 1 and len(every) >= 8 * gap else []
     return Corpus(np.concatenate([fs.feats for fs in sets]), np.concatenate([fs.targets for fs in sets]),
                   every, [(t, v) for t, v in split if len(t) and len(v)], sessions[0].emg_rate,
-                  sessions[0].channel_names, sessions[0].joint_names, float(sum(s.duration for s in sessions)), lay)
+                  sessions[0].channel_names, sessions[0].joint_names, float(sum(s.duration for s in sessions)), lay,
+                  len(sessions))
 
 
 def _batches(n: int, size: int, rng: np.random.Generator | None, block: int = 1) -> list[np.ndarray]:
@@ -224,12 +226,18 @@ def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser
     Electrode shift and skin/gain changes move each channel's log power, so re-fitted statistics
     may suit the new session better (the joint scale stays the model's). Fitted on the whole
     recording they always look better on it, since they remove its own offset; so each fold fits
-    them on its training part and judges them on its held-out part, against the model's own. The
-    model's own statistics are what it was trained with: re-fitted ones replace them only when they
-    win on every held-out block (a majority of three blocks of a few seconds is weak evidence)."""
+    them on the recordings of its training part and judges them on a held-out recording, against
+    the model's own. The model's own statistics are what it was trained with: re-fitted ones
+    replace them only when they win on every held-out recording (a majority is weak evidence).
+    From a single recording they are never re-fitted: its held-out blocks share its level, and a
+    trial's level is not the session's (it moves with the trial's mix of movements), so blocks of
+    one trial cannot show that statistics fitted on it carry over to the next trial."""
     old = init_from.normaliser
     if not refit or isinstance(init_from.model, SvrModel) or not corpus.folds:
         return old, {}
+    if corpus.recordings < 2:
+        return old, {"normaliser": "kept", "reason": "one recording: statistics fitted on it cannot be checked "
+                                                     "on another (record two trials to re-fit them)"}
     ratios = []
     for tr, va in corpus.folds:
         frames = np.unique(np.concatenate([tr - k for k in range(T)]))
