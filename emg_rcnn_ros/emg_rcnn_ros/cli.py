@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init-from", help="fine-tune from this bundle (recalibration)")
     tr.add_argument("--keep-normaliser", action="store_true",
                     help="with --init-from: keep the bundle's feature normalisation instead of re-fitting it "
-                         "(re-fitting needs two or more recordings and must win on each held out)")
+                         "(re-fitting needs two or more recordings and must win on every one held out)")
     tr.add_argument("--window", type=float, default=d.window, help="s")
     tr.add_argument("--hop", type=float, default=d.hop, help="s")
     tr.add_argument("--bands", type=int, default=d.bands)
