@@ -220,6 +220,12 @@ def _predict(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, T: int) -
                                for b in _batches(len(ends), 2048, None)])
 
 
+def _fit_normaliser(corpus: Corpus, ends: np.ndarray, T: int) -> Normaliser:
+    """Statistics of every frame that a window ending at `ends` reads (each frame once)."""
+    frames = np.unique(np.concatenate([ends - k for k in range(T)]))
+    return Normaliser.fit(corpus.feats[frames], corpus.targets[frames])
+
+
 def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser, T: int, refit: bool
                               ) -> tuple[Normaliser, dict[str, Any]]:
     """The feature statistics to recalibrate with: the model's own, or re-fitted on the new data.
@@ -240,8 +246,7 @@ def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser
                                                      "on another (record two trials to re-fit them)"}
     ratios = []
     for tr, va in corpus.folds:
-        frames = np.unique(np.concatenate([tr - k for k in range(T)]))
-        part = Normaliser.fit(corpus.feats[frames], corpus.targets[frames])
+        part = _fit_normaliser(corpus, tr, T)
         y = old.targets(corpus.targets[va])
         loss = [float(np.mean((_predict(init_from.model, n.features(corpus.feats), va, T) - y) ** 2))
                 for n in (old, Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std))]
@@ -266,8 +271,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
     corpus = build_corpus(sessions, fcfg, mcfg.history, tcfg.folds, joint_names)
     C, B, J = corpus.feats.shape[1], corpus.feats.shape[2], corpus.targets.shape[1]
     every = corpus.all_ends
-    norm = Normaliser.fit(*(a[np.unique(np.concatenate([every - k for k in range(mcfg.history)]))]
-                            for a in (corpus.feats, corpus.targets)))
+    norm = _fit_normaliser(corpus, every, mcfg.history)
     recal: dict[str, Any] = {}
     if init_from is not None:
         init_from.check_stream(corpus.rate, C)
