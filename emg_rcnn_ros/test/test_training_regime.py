@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig
+from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig, from_dict
 from emg_rcnn_ros.core.dataset import TARGET_SCALE_MIN, Normaliser, fold_ids, split_folds
 from emg_rcnn_ros.core.sessions import Session
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session
@@ -183,7 +183,7 @@ def test_on_short_clipped_drifting_trials_the_default_regime_generalises_to_a_ne
     model, cfg = train(trials[:3], fcfg, mcfg, TrainConfig(max_steps=600), progress=False)
     assert cfg["model"]["members"] == 4  # three fold models and the final one
     assert cfg["validation"]["mean"]["cc"] > 0.5, cfg["validation"]["mean"]  # each held-out trial
-    bundle = Bundle(Path("rig"), cfg, fcfg, ModelConfig(**{**cfg["model"], "conv_channels": (16, 32)}),
+    bundle = Bundle(Path("rig"), cfg, fcfg, from_dict(ModelConfig, cfg["model"]),
                     Normaliser.from_dict(cfg["normaliser"]), model)
     result, *_ = evaluate_sessions(bundle, trials[3:])
     # The elbow, which moves through much of its range in every trial, is tracked in the new one. The

@@ -244,12 +244,12 @@ def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser
     if corpus.recordings < 2:
         return old, {"normaliser": "kept", "reason": "one recording: statistics fitted on it cannot be checked "
                                                      "on another (record two trials to re-fit them)"}
-    ratios = []
+    ratios, as_trained = [], old.features(corpus.feats)
     for tr, va in corpus.folds:
         part = _fit_normaliser(corpus, tr, T)
         y = old.targets(corpus.targets[va])
-        loss = [float(np.mean((_predict(init_from.model, n.features(corpus.feats), va, T) - y) ** 2))
-                for n in (old, Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std))]
+        refitted = Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std).features(corpus.feats)
+        loss = [float(np.mean((_predict(init_from.model, x, va, T) - y) ** 2)) for x in (as_trained, refitted)]
         ratios.append(loss[1] / max(loss[0], 1e-12))
     better = max(ratios) < 1.0
     info = {"normaliser": "refitted" if better else "kept", "held_out_loss_ratio": [round(r, 4) for r in ratios]}
