@@ -54,9 +54,9 @@ class ModelConfig:
 
     arch: str = "rcnn"  # rcnn | cnn | svr
     history: int = 10
-    conv_channels: tuple[int, int] = (32, 64)  # two 3x3 conv layers
-    embedding: int = 128  # per-frame CNN output fed to the LSTM
-    lstm_hidden: int = 128
+    conv_channels: tuple[int, int] = (16, 32)  # two 3x3 conv layers
+    embedding: int = 64  # per-frame CNN output fed to the LSTM
+    lstm_hidden: int = 64
     lstm_layers: int = 1
     dropout: float = 0.2
     batch_norm: bool = True  # after each convolution
