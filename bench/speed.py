@@ -60,16 +60,18 @@ def inference(arch: str, n: int = 3000, n_paced: int = 300) -> dict:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 10, C, B)).astype(np.float32)
     frames = rng.normal(size=(n + 50, C, B)).astype(np.float32)
-    history: collections.deque = collections.deque(maxlen=mcfg.history)
+    history: collections.deque = collections.deque(maxlen=mcfg.span)
 
     @torch.inference_mode()
     def torch_push(f: np.ndarray) -> np.ndarray:
         t = torch.from_numpy(b.normaliser.features(f)[None])
         if arch == "rcnn":
             history.append(model.embed(t))
-            return model.recur(torch.cat(tuple(history))[None]).numpy() if len(history) == history.maxlen else None
+            return model.recur(torch.cat(tuple(history)[:: mcfg.history_stride])[None]).numpy() \
+                if len(history) == history.maxlen else None
         history.append(t)
-        return model(torch.cat(tuple(history))[None]).numpy() if len(history) == history.maxlen else None
+        return model(torch.cat(tuple(history)[:: mcfg.history_stride])[None]).numpy() \
+            if len(history) == history.maxlen else None
 
     sp = StreamingPredictor(b)
     paced = frames[: n_paced + 50]

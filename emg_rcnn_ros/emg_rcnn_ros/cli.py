@@ -49,7 +49,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _checked(paths: list[str], mains_hz: float | None, fcfg: FeatureConfig, history: int
+def _checked(paths: list[str], mains_hz: float | None, fcfg: FeatureConfig, span: int
              ) -> tuple[list, dict[str, list[dict]], float | None]:
     """Load sessions, refuse one too short to use, and print the data checks' warnings. Returns the
     sessions, the findings, and the mains frequency found in them (for a notch that follows it)."""
@@ -58,7 +58,7 @@ def _checked(paths: list[str], mains_hz: float | None, fcfg: FeatureConfig, hist
 
     loaded = [load_session(p) for p in paths]
     for s in loaded:
-        check_long_enough(s, fcfg, history)
+        check_long_enough(s, fcfg, span)
     sessions, found, every = [], {}, []
     for p, s in zip(paths, loaded):
         findings = inspect_session(s, mains_hz)
@@ -89,15 +89,15 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
+    mcfg = ModelConfig(arch=a.arch, history=a.history, history_stride=a.history_stride)
+    mcfg.validate()
     sessions, found, hum = _checked(a.data, a.mains_hz, FeatureConfig(window=a.window, hop=a.hop, bands=a.bands),
-                                    a.history)
+                                    mcfg.span)
     mains = a.mains_hz if a.mains_hz is not None else (hum or FeatureConfig.mains_hz)
     if a.mains_hz is None:
         print(f"mains notch at {mains:g} Hz ({'the hum found in the data' if hum else 'no hum found: the default'})")
     fcfg = FeatureConfig(window=a.window, hop=a.hop, bands=a.bands, mains_hz=mains)
     fcfg.validate()
-    mcfg = ModelConfig(arch=a.arch, history=a.history)
-    mcfg.validate()
     tcfg = TrainConfig(max_steps=a.max_steps, folds=a.folds, seed=a.seed, device=a.device, batch_size=a.batch_size,
                        lr=a.lr, patience_steps=a.patience_steps, refit_features=not a.keep_normaliser)
     tcfg.validate()
@@ -126,7 +126,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .core.evaluate import evaluate_sessions, write_report
 
     bundle = load_bundle(a.model)
-    sessions, _, _ = _checked(a.data, bundle.features.mains_hz, bundle.features, bundle.history)
+    sessions, _, _ = _checked(a.data, bundle.features.mains_hz, bundle.features, bundle.model_cfg.span)
     result, t, y_true, y_pred = evaluate_sessions(bundle, sessions)
     result["model"], result["data"] = str(a.model), [str(p) for p in a.data]
     if a.report:
@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--mains-hz", type=float, default=None,
                     help="mains notch (Hz); default: the hum found in the recordings, else 50")
     tr.add_argument("--history", type=int, default=m.history, help="frames per estimate")
+    tr.add_argument("--history-stride", type=int, default=m.history_stride,
+                    help="hops between the frames of one estimate (1 = consecutive frames)")
     tr.add_argument("--batch-size", type=int, default=t.batch_size)
     tr.add_argument("--lr", type=float, default=t.lr)
     tr.add_argument("--patience-steps", type=int, default=t.patience_steps)

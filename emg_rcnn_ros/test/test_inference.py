@@ -45,17 +45,23 @@ def _bundle(model_cfg: ModelConfig) -> Bundle:
                                        ModelConfig(arch="rcnn", members=3), ModelConfig(arch="cnn"),
                                        ModelConfig(arch="cnn", members=2),
                                        ModelConfig(arch="rcnn", batch_norm=False, input_clip=0.0),
+                                       ModelConfig(arch="rcnn", history_stride=1),
+                                       ModelConfig(arch="cnn", history_stride=3),
                                        ModelConfig(arch="svr")],
-                         ids=["rcnn", "rcnn-2-layers", "rcnn-ensemble", "cnn", "cnn-ensemble", "rcnn-plain", "svr"])
+                         ids=["rcnn", "rcnn-2-layers", "rcnn-ensemble", "cnn", "cnn-ensemble", "rcnn-plain",
+                              "rcnn-consecutive", "cnn-stride-3", "svr"])
 def test_streaming_equals_the_torch_model_on_each_window(model_cfg: ModelConfig) -> None:
     bundle = _bundle(model_cfg)
-    frames = np.random.default_rng(2).normal(-20, 2, (40, C, B)).astype(np.float32)
+    frames = np.random.default_rng(2).normal(-20, 2, (50, C, B)).astype(np.float32)
     sp = StreamingPredictor(bundle)
     got = [sp.push(f) for f in frames]
-    assert all(g is None for g in got[: T - 1])
-    want = bundle.predict(np.stack([frames[i - T + 1 : i + 1] for i in range(T - 1, len(frames))]))
+    n, s = model_cfg.span, model_cfg.history_stride
+    assert n == (T - 1) * s + 1
+    assert all(g is None for g in got[: n - 1])
+    # each window: every s-th frame of the last n, ending with the newest (T frames)
+    want = bundle.predict(np.stack([frames[i - n + 1 : i + 1 : s] for i in range(n - 1, len(frames))]))
     # float32 rounding differs between the two, so compare at the scale of the outputs
-    np.testing.assert_allclose(np.stack(got[T - 1 :]), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+    np.testing.assert_allclose(np.stack(got[n - 1 :]), want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
     assert np.ptp(want, axis=0).min() > 1e-3  # the windows give different answers: the check has teeth
     sp.reset()
     assert sp.push(frames[0]) is None

@@ -51,7 +51,7 @@ def test_target_scale_is_robust_and_floored() -> None:
 def test_budget_is_chosen_on_folds_then_every_window_is_trained() -> None:
     sessions = [_session(1, 14.0), _session(2, 14.0), _session(3, 14.0)]
     tcfg = TrainConfig(max_steps=150, eval_every=25, patience_steps=50, folds=3)
-    corpus = build_corpus(sessions, FeatureConfig(), ModelConfig().history, tcfg.folds)
+    corpus = build_corpus(sessions, FeatureConfig(), ModelConfig().span, tcfg.folds)
     assert len(corpus.folds) == 3
     for tr, va in corpus.folds:  # each fold holds out one whole recording
         assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) < len(corpus.all_ends)
@@ -83,7 +83,7 @@ def test_a_recording_unlike_the_others_neither_cuts_the_budget_short_nor_leaves_
     assert len({f["steps_run"] for f in t["folds"]}) == 1, t["folds"]  # every fold ran to the same step
     assert t["folds"][2]["val_loss"][1] >= 0.95 * t["folds"][2]["val_loss"][0], t["folds"]  # it never helped
     assert t["best_step"] > 0 and t["budget_steps"] > 0
-    corpus = build_corpus([first], FeatureConfig(), mcfg.history, 1)
+    corpus = build_corpus([first], FeatureConfig(), mcfg.span, 1)
     xs = Normaliser.from_dict(cfg["normaliser"]).features(corpus.feats)
     import torch
 
@@ -91,9 +91,9 @@ def test_a_recording_unlike_the_others_neither_cuts_the_budget_short_nor_leaves_
 
     torch.manual_seed(tcfg.seed)
     untrained = build_torch_model(mcfg, xs.shape[1], xs.shape[2], 2).eval()
-    before = _predict(untrained, xs, corpus.all_ends, mcfg.history)
+    before = _predict(untrained, xs, corpus.all_ends, mcfg.offsets)
     for member in model.members:
-        after = _predict(member, xs, corpus.all_ends, mcfg.history)
+        after = _predict(member, xs, corpus.all_ends, mcfg.offsets)
         assert np.abs(after - before).max() > 0.05  # trained, not the initial network
 
 
@@ -115,10 +115,10 @@ def test_recalibration_that_only_hurts_keeps_the_model() -> None:
     t = out["training"]
     assert t["budget_steps"] == 0, t["mean_val_curve"]
     assert t["recalibration"]["normaliser"] in ("kept", "refitted")
-    corpus = build_corpus([new], fcfg, mcfg.history, 1)
+    corpus = build_corpus([new], fcfg, mcfg.span, 1)
     xs = Normaliser.from_dict(out["normaliser"]).features(corpus.feats)
-    np.testing.assert_allclose(_predict(tuned, xs, corpus.all_ends, mcfg.history),
-                               _predict(model, xs, corpus.all_ends, mcfg.history), atol=1e-6)
+    np.testing.assert_allclose(_predict(tuned, xs, corpus.all_ends, mcfg.offsets),
+                               _predict(model, xs, corpus.all_ends, mcfg.offsets), atol=1e-6)
 
 
 def test_recalibration_refits_feature_statistics_only_when_every_held_out_recording_agrees() -> None:

@@ -91,7 +91,8 @@ class Bundle:
         return layout
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
-        """Raw log-feature windows [N, history, C, bands] -> joint angles [N, J] in radians."""
+        """Raw log-feature windows [N, history, C, bands] (frames at ModelConfig.offsets) -> joint angles
+        [N, J] in radians."""
         return self.normaliser.untarget(predict_normalised(self.model, self.normaliser.features(windows)))
 
 
@@ -132,7 +133,7 @@ def load_bundle(path: str | Path) -> Bundle:
     cfg, fcfg = read_bundle_config(path)
     try:
         # Bundles written before these options existed were trained without them.
-        mcfg = from_dict(ModelConfig, {"batch_norm": False, "input_clip": 0.0, **cfg["model"]})
+        mcfg = from_dict(ModelConfig, {"batch_norm": False, "input_clip": 0.0, "history_stride": 1, **cfg["model"]})
         norm = Normaliser.from_dict(cfg["normaliser"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise BundleError(f"{path}: invalid configuration ({exc})") from exc
@@ -165,12 +166,14 @@ class StreamingPredictor:
     """One estimate per new frame, for the live estimator, computed in numpy from the bundle's
     weights (core/inference.py says why). For the RCNN each frame's CNN embedding is computed once
     and kept, since a frame sits in `history` windows: an estimate costs one frame through the CNN
-    and the LSTM over the window. The CNN and the SVR take the stacked normalised frames. An
+    and the LSTM over the window. The last `span` frames are kept and every `history_stride`-th of
+    them, ending with the newest, makes the window. The CNN and the SVR take the stacked normalised frames. An
     ensemble does this per member and averages. Equal to `Bundle.predict` on the same window (tests)."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.history)
+        self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.model_cfg.span)
+        self._stride = bundle.model_cfg.history_stride
         shape = (bundle.channels, int(bundle.config["bands"]))
         m = bundle.model
         members = list(m.members) if isinstance(m, Ensemble) else [m]
@@ -197,7 +200,7 @@ class StreamingPredictor:
         self.history.append(np.stack([run_layers(f, x[None]) for f, _, _ in self._rcnn]) if self._rcnn else x)
         if not self.ready:
             return None
-        window = np.stack(self.history)
+        window = np.stack(list(self.history)[:: self._stride])
         if self._rcnn:
             y = np.mean([run_layers(head, lstm(window[:, i])) for i, (_, lstm, head) in enumerate(self._rcnn)], axis=0)
         elif self._cnn:

@@ -50,10 +50,12 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Network shapes. `history` frames feed one estimate (the RCNN's sequence length)."""
+    """Network shapes. `history` frames feed one estimate (the RCNN's sequence length), each
+    `history_stride` frames after the one before it."""
 
     arch: str = "rcnn"  # rcnn | cnn | svr
     history: int = 10
+    history_stride: int = 2  # frames (hops) between the frames of one window; 1 = consecutive
     conv_channels: tuple[int, int] = (16, 32)  # two 3x3 conv layers
     embedding: int = 64  # per-frame CNN output fed to the LSTM
     lstm_hidden: int = 64
@@ -73,6 +75,18 @@ class ModelConfig:
             raise ConfigError(f"members must be >= 1, got {self.members}")
         if self.history < 1:
             raise ConfigError(f"history must be >= 1 frame, got {self.history}")
+        if self.history_stride < 1:
+            raise ConfigError(f"history_stride must be >= 1 frame, got {self.history_stride}")
+
+    @property
+    def span(self) -> int:
+        """Frames from the oldest to the newest frame of one window, both included."""
+        return (self.history - 1) * self.history_stride + 1
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Index of each frame of a window relative to its newest frame, oldest first."""
+        return tuple(self.history_stride * k for k in range(1 - self.history, 1))
 
 
 @dataclass(frozen=True)

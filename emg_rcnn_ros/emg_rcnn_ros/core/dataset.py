@@ -37,26 +37,28 @@ def session_frames(session: Session, cfg: FeatureConfig) -> list[FrameSet]:
     return out
 
 
-def check_long_enough(session: Session, cfg: FeatureConfig, history: int) -> None:
-    """Refuse a recording too short for one estimate, naming how long it must be."""
+def check_long_enough(session: Session, cfg: FeatureConfig, span: int) -> None:
+    """Refuse a recording too short for one estimate (`span` frames: ModelConfig.span), naming how
+    long it must be."""
     lay = FrameLayout.build(cfg, session.emg_rate)
-    need = lay.window_n + (history - 1) * lay.hop_n
+    need = lay.window_n + (span - 1) * lay.hop_n
     longest = max(b - a for a, b in session.segments)
     if longest < need:
         raise SessionError(
             f"{session.source}: recording too short: {longest / session.emg_rate:.3f} s of continuous EMG, "
-            f"one estimate needs {need / session.emg_rate:.3f} s (window {cfg.window} s + {history - 1} hops)"
+            f"one estimate needs {need / session.emg_rate:.3f} s (window {cfg.window} s + {span - 1} hops)"
         )
 
 
-def window_ends(n_frames: int, history: int) -> np.ndarray:
-    """Indices of frames that close a full history window."""
-    return np.arange(history - 1, n_frames)
+def window_ends(n_frames: int, span: int) -> np.ndarray:
+    """Indices of frames that close a full window of `span` frames (ModelConfig.span)."""
+    return np.arange(span - 1, n_frames)
 
 
-def gather_windows(feats: np.ndarray, ends: np.ndarray, history: int) -> np.ndarray:
-    """[len(ends), history, C, bands] stacks of the frames ending at `ends` (built lazily per batch)."""
-    return feats[ends[:, None] + np.arange(-history + 1, 1)[None, :]]
+def gather_windows(feats: np.ndarray, ends: np.ndarray, offsets: tuple[int, ...]) -> np.ndarray:
+    """[len(ends), history, C, bands] stacks of the frames at `offsets` (ModelConfig.offsets) from
+    each of `ends` (built lazily per batch)."""
+    return feats[ends[:, None] + np.asarray(offsets)[None, :]]
 
 
 def fold_ids(recording: np.ndarray, folds: int) -> np.ndarray:

@@ -77,12 +77,12 @@ def evaluate_sessions(bundle: Any, sessions: list, batch: int = 2048
     times, trues, preds, t0 = [], [], [], 0.0
     for s in sessions:
         bundle.check_stream(s.emg_rate, s.emg.shape[1])
-        check_long_enough(s, bundle.features, bundle.history)
+        check_long_enough(s, bundle.features, bundle.model_cfg.span)
         for fs in session_frames(s, bundle.features):
-            ends = window_ends(len(fs.feats), bundle.history)
+            ends = window_ends(len(fs.feats), bundle.model_cfg.span)
             for i in range(0, len(ends), batch):
                 e = ends[i : i + batch]
-                preds.append(bundle.predict(gather_windows(fs.feats, e, bundle.history)))
+                preds.append(bundle.predict(gather_windows(fs.feats, e, bundle.model_cfg.offsets)))
                 trues.append(fs.targets[e])
                 times.append(t0 + fs.end_index[e] / s.emg_rate)
         t0 += s.duration

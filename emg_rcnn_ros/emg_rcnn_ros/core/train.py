@@ -52,24 +52,24 @@ class Corpus:
     recordings: int  # sessions given (a recording split by gaps is still one)
 
 
-def build_corpus(sessions: list[Session], fcfg: FeatureConfig, history: int, folds: int,
+def build_corpus(sessions: list[Session], fcfg: FeatureConfig, span: int, folds: int,
                  joint_names: list[str] | None = None) -> Corpus:
     sessions = align_sessions(sessions, joint_names)
     sets: list[FrameSet] = []
     origin: list[int] = []
     for i, s in enumerate(sessions):
-        check_long_enough(s, fcfg, history)
+        check_long_enough(s, fcfg, span)
         got = session_frames(s, fcfg)
         sets.extend(got)
         origin.extend([i] * len(got))
     lay = FrameLayout.build(fcfg, sessions[0].emg_rate)
     offsets = np.cumsum([0] + [len(fs.feats) for fs in sets])
-    local = [window_ends(len(fs.feats), history) for fs in sets]
+    local = [window_ends(len(fs.feats), span) for fs in sets]
     every = np.concatenate([e + o for e, o in zip(local, offsets)])
     if len(every) == 0:
         raise SessionError("recordings too short: no complete training window")
     recording = np.concatenate([np.full(len(e), i) for e, i in zip(local, origin)])
-    gap = history + int(np.ceil(lay.window_n / lay.hop_n))
+    gap = span + int(np.ceil(lay.window_n / lay.hop_n))
     split = split_folds(every, fold_ids(recording, folds), gap) if folds > 1 and len(every) >= 8 * gap else []
     return Corpus(np.concatenate([fs.feats for fs in sets]), np.concatenate([fs.targets for fs in sets]),
                   every, [(t, v) for t, v in split if len(t) and len(v)], sessions[0].emg_rate,
@@ -87,12 +87,12 @@ def _batches(n: int, size: int, rng: np.random.Generator | None, block: int = 1)
     return [order[i : i + size] for i in range(0, n, size)]
 
 
-def _forward(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, T: int, dev: torch.device,
+def _forward(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, offs: tuple[int, ...], dev: torch.device,
              shift: np.ndarray | None = None, group: np.ndarray | None = None) -> torch.Tensor:
     """Model output for windows ending at `ends`. `shift` [groups, C, bands] is a log-power (gain)
     augmentation shared by the windows of a group. For the RCNN each distinct (group, frame) is
     embedded once and reused by every window that contains it: ~10x less convolution."""
-    idx = ends[:, None] + np.arange(-T + 1, 1)[None, :]  # [B, T] frame indices
+    idx = ends[:, None] + np.asarray(offs)[None, :]  # [B, T] frame indices
     group = np.zeros(len(ends), np.int64) if group is None else group
     if not getattr(model, "embeds_frames", False):
         x = xs[idx] if shift is None else xs[idx] + shift[group][:, None]
@@ -115,7 +115,7 @@ class _Run:
         self.dev = torch.device(tcfg.device)
         self.model = model.to(self.dev).train()
         self.opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tcfg.weight_decay)
-        self.xs, self.ys, self.fit_ends, self.tcfg, self.T = xs, ys, fit_ends, tcfg, mcfg.history
+        self.xs, self.ys, self.fit_ends, self.tcfg, self.offs = xs, ys, fit_ends, tcfg, mcfg.offsets
         self.rng = np.random.default_rng(tcfg.seed)
         # Gain augmentation: an electrode's amplitude change by g adds 2 ln g to its log power.
         self.lo, self.hi = np.log(1 - tcfg.gain_jitter), np.log(1 + tcfg.gain_jitter)
@@ -136,7 +136,7 @@ class _Run:
                 draw = self.rng.uniform(self.lo, self.hi, (group[-1] + 1, self.xs.shape[1], 1))
                 shift = 2 * draw.astype(np.float32) * self.inv_std
             self.opt.zero_grad()
-            loss = torch.nn.functional.mse_loss(_forward(self.model, self.xs, ends, self.T, self.dev, shift, group),
+            loss = torch.nn.functional.mse_loss(_forward(self.model, self.xs, ends, self.offs, self.dev, shift, group),
                                                 torch.from_numpy(self.ys[ends]).to(self.dev))
             loss.backward()
             self.opt.step()
@@ -151,7 +151,7 @@ class _Run:
         with torch.no_grad():
             for b in _batches(len(ends), 1024, None):
                 y = torch.from_numpy(self.ys[ends[b]]).to(self.dev)
-                out = _forward(self.model, self.xs, ends[b], self.T, self.dev)
+                out = _forward(self.model, self.xs, ends[b], self.offs, self.dev)
                 total += float(torch.nn.functional.mse_loss(out, y, reduction="sum"))
         self.model.train()
         return total / (len(ends) * self.ys.shape[1])
@@ -214,20 +214,20 @@ def _fit_folds(make: Callable[[], torch.nn.Module], xs: np.ndarray, ys: np.ndarr
     return [r.done() for r in runs], steps[best_i], info
 
 
-def _predict(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, T: int) -> np.ndarray:
+def _predict(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, offs: tuple[int, ...]) -> np.ndarray:
     with torch.inference_mode():
-        return np.concatenate([_forward(model, xs, ends[b], T, torch.device("cpu")).numpy()
+        return np.concatenate([_forward(model, xs, ends[b], offs, torch.device("cpu")).numpy()
                                for b in _batches(len(ends), 2048, None)])
 
 
-def _fit_normaliser(corpus: Corpus, ends: np.ndarray, T: int) -> Normaliser:
+def _fit_normaliser(corpus: Corpus, ends: np.ndarray, offs: tuple[int, ...]) -> Normaliser:
     """Statistics of every frame that a window ending at `ends` reads (each frame once)."""
-    frames = np.unique(np.concatenate([ends - k for k in range(T)]))
+    frames = np.unique(ends[:, None] + np.asarray(offs)[None, :])
     return Normaliser.fit(corpus.feats[frames], corpus.targets[frames])
 
 
-def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser, T: int, refit: bool
-                              ) -> tuple[Normaliser, dict[str, Any]]:
+def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser, offs: tuple[int, ...],
+                              refit: bool) -> tuple[Normaliser, dict[str, Any]]:
     """The feature statistics to recalibrate with: the model's own, or re-fitted on the new data.
     Electrode shift and skin/gain changes move each channel's log power, so re-fitted statistics
     may suit the new session better (the joint scale stays the model's). Fitted on the whole
@@ -246,10 +246,10 @@ def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser
                                                      "on another (record two trials to re-fit them)"}
     ratios, as_trained = [], old.features(corpus.feats)
     for tr, va in corpus.folds:
-        part = _fit_normaliser(corpus, tr, T)
+        part = _fit_normaliser(corpus, tr, offs)
         y = old.targets(corpus.targets[va])
         refitted = Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std).features(corpus.feats)
-        loss = [float(np.mean((_predict(init_from.model, x, va, T) - y) ** 2)) for x in (as_trained, refitted)]
+        loss = [float(np.mean((_predict(init_from.model, x, va, offs) - y) ** 2)) for x in (as_trained, refitted)]
         ratios.append(loss[1] / max(loss[0], 1e-12))
     better = max(ratios) < 1.0
     info = {"normaliser": "refitted" if better else "kept", "held_out_loss_ratio": [round(r, 4) for r in ratios]}
@@ -268,24 +268,24 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
     joint_names = None
     if init_from is not None:  # fine-tuning keeps the model's features, shapes and joints
         fcfg, mcfg, joint_names = init_from.features, init_from.model_cfg, init_from.joint_names
-    corpus = build_corpus(sessions, fcfg, mcfg.history, tcfg.folds, joint_names)
+    corpus = build_corpus(sessions, fcfg, mcfg.span, tcfg.folds, joint_names)
     C, B, J = corpus.feats.shape[1], corpus.feats.shape[2], corpus.targets.shape[1]
     every = corpus.all_ends
-    norm = _fit_normaliser(corpus, every, mcfg.history)
+    norm = _fit_normaliser(corpus, every, mcfg.offsets)
     recal: dict[str, Any] = {}
     if init_from is not None:
         init_from.check_stream(corpus.rate, C)
-        norm, recal = _recalibration_normaliser(init_from, corpus, norm, mcfg.history, tcfg.refit_features)
+        norm, recal = _recalibration_normaliser(init_from, corpus, norm, mcfg.offsets, tcfg.refit_features)
     xs, ys = norm.features(corpus.feats), norm.targets(corpus.targets)
     val_true, val_pred = [], []
     if mcfg.arch == "svr":
         def svr_on(ends: np.ndarray) -> SvrModel:
             if len(ends) > mcfg.svr_max_samples:
                 ends = ends[np.linspace(0, len(ends) - 1, mcfg.svr_max_samples).astype(int)]
-            return SvrModel(mcfg, J).fit(gather_windows(xs, ends, mcfg.history), ys[ends])
+            return SvrModel(mcfg, J).fit(gather_windows(xs, ends, mcfg.offsets), ys[ends])
 
         for tr, va in corpus.folds:
-            val_pred.append(predict_normalised(svr_on(tr), gather_windows(xs, va, mcfg.history)))
+            val_pred.append(predict_normalised(svr_on(tr), gather_windows(xs, va, mcfg.offsets)))
             val_true.append(va)
         model: torch.nn.Module | SvrModel = svr_on(every)
         fit_info: dict[str, Any] = {"samples": int(min(len(every), mcfg.svr_max_samples))}
@@ -304,7 +304,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
             fold_models, best, fit_info = _fit_folds(fresh, xs, ys, corpus.folds, norm, mcfg, tcfg, progress, lr,
                                                      init_from is not None)
             for m, (_, va) in zip(fold_models, corpus.folds):
-                val_pred.append(_predict(m, xs, va, mcfg.history))
+                val_pred.append(_predict(m, xs, va, mcfg.offsets))
                 val_true.append(va)
             # Scaled to all of the data (the same number of passes over it), then one fit on everything.
             steps = round(best * len(every) / np.mean([len(t) for t, _ in corpus.folds]))

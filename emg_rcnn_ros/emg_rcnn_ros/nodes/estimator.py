@@ -165,7 +165,7 @@ class Estimator(LifecycleNode):
             self.get_logger().warn("threadpoolctl is not installed: BLAS stays at one thread")
         torch.set_num_threads(threads)
         warm = StreamingPredictor(b)
-        for _ in range(2 * b.history):  # first calls allocate and pick kernels: keep that out of live latency
+        for _ in range(2 * b.model_cfg.span):  # first calls allocate and pick kernels: keep that out of live latency
             warm.push(np.full((b.channels, int(b.config["bands"])), -20.0, np.float32))
         self.pending: list[tuple[np.ndarray, int, bool, np.ndarray]] = []
         self.stream: tuple[float, int] | None = None
@@ -265,7 +265,7 @@ class Estimator(LifecycleNode):
         if self.last_seq is not None:
             hop_ns = self.hop_n / key[0] * 1e9
             back = seq <= self.last_seq or stamp <= self.last_stamp
-            far = seq - self.last_seq >= self.hop_n * self.bundle.history or stamp - self.last_stamp > max(
+            far = seq - self.last_seq >= self.hop_n * self.bundle.model_cfg.span or stamp - self.last_stamp > max(
                 self.timeout * 1e9, 2 * hop_ns)
             if seq != self.last_seq + self.hop_n:
                 self.gaps += 1
