@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from .core.stamps import to_ns
+from .share import default_params_file
 
 
 def ensure_model(path: Path, rate: float, channels: int, seconds: float, max_steps: int) -> None:
@@ -94,19 +96,27 @@ def run_demo(a: argparse.Namespace) -> int:
 
     model = Path(a.model)
     ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.max_steps)
+    ns = "/" + a.namespace.strip("/") if a.namespace.strip("/") else ""  # rcl takes absolute namespaces only
+    # The simulated amplifier streams what the model was trained on: the package's parameters with
+    # the demo's rate and channel count.
+    params = yaml.safe_load(default_params_file().read_text())
+    params["/**/emg_acquisition"]["ros__parameters"].update(sample_rate=float(a.rate), channels=int(a.channels))
+    pfile = Path(a.plot).with_name("demo_params.yaml")  # beside the plot, for the record
+    pfile.parent.mkdir(parents=True, exist_ok=True)
+    pfile.write_text(yaml.safe_dump(params))
     launch = Launch("estimate", {"driver": "simulated", "model_path": str(model.resolve()), "autostart": "true",
-                                 "namespace": a.namespace})
+                                 "namespace": ns, "params_file": str(pfile)})
     stop = Stop()
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("emg_rcnn_demo")
-    mon = Monitor(node, a.namespace)
+    mon = Monitor(node, ns)
     code = 0
     executor = rclpy.executors.SingleThreadedExecutor()
     try:
         launch.start()
         change_states(node, launch.lifecycle_names(), ["configure", "activate"], stop.event)
         executor.add_node(node)
-        threading.Thread(target=executor.spin, args=(executor,), daemon=True).start()
+        threading.Thread(target=executor.spin, daemon=True).start()
         print(f"demo: live for {a.duration:g} s (simulated amplifier, {a.channels} channels at {a.rate:g} Hz)",
               flush=True)
         t_start = time.monotonic()
