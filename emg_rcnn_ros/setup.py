@@ -32,7 +32,7 @@ setup(
     # ROS packages (rclpy, messages) are deliberately absent: they come from the ROS install
     # (or, on machines without one, from requirements/ros.txt).
     install_requires=["setuptools", "numpy", "scipy", "scikit-learn", "tqdm", "matplotlib", "pyserial", "rosbags",
-                      "threadpoolctl", "mcap"],
+                      "threadpoolctl", "mcap", "pyyaml"],
     zip_safe=True,
     maintainer="emg_rcnn_ros developers",
     maintainer_email="dev@emg-rcnn-ros.example",
