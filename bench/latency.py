@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DOMAINS, emit, machine, percentiles, session_from  # noqa: E402
@@ -30,7 +29,7 @@ from emg_rcnn_ros.core.bundle import save_bundle  # noqa: E402
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session  # noqa: E402
 from emg_rcnn_ros.core.train import train  # noqa: E402
-from emg_rcnn_ros.share import default_params_file  # noqa: E402
+from emg_rcnn_ros.share import write_params  # noqa: E402
 
 HOP = FeatureConfig().hop
 
@@ -56,10 +55,7 @@ def run_one(channels: int, duration: float, tmp: Path) -> dict:
     # The default regime: 3 folds, so the bundle averages 4 RCNNs, as a trained model does live.
     model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(max_steps=40), progress=False)
     model_dir = save_bundle(tmp / f"model{channels}", cfg, model)
-    params = yaml.safe_load(default_params_file().read_text())
-    params["/**/emg_acquisition"]["ros__parameters"].update(channels=channels, sample_rate=2000.0)
-    pfile = tmp / f"params{channels}.yaml"
-    pfile.write_text(yaml.safe_dump(params))
+    pfile = write_params(tmp / f"params{channels}.yaml", acquisition={"channels": channels, "sample_rate": 2000.0})
 
     domain = BENCH_DOMAINS["latency"]
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",

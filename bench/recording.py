@@ -18,14 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DOMAINS, emit, machine  # noqa: E402
 from latency import children, cpu_seconds  # noqa: E402
 
 from emg_rcnn_ros.bags import load_bag  # noqa: E402
-from emg_rcnn_ros.share import default_params_file  # noqa: E402
+from emg_rcnn_ros.share import write_params  # noqa: E402
 
 
 def call(node, service: str, timeout: float = 60.0):
@@ -54,12 +52,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        params = yaml.safe_load(default_params_file().read_text())
-        params["/**/emg_acquisition"]["ros__parameters"].update(channels=a.channels, sample_rate=2000.0)
-        params["/**/emg_trainer"]["ros__parameters"].update(data_dir=str(tmp / "data"), model_dir=str(tmp / "m"),
-                                                            session="bench")
-        pfile = tmp / "params.yaml"
-        pfile.write_text(yaml.safe_dump(params))
+        pfile = write_params(tmp / "params.yaml", acquisition={"channels": a.channels, "sample_rate": 2000.0},
+                             trainer={"data_dir": str(tmp / "data"), "model_dir": str(tmp / "m"), "session": "bench"})
         domain = BENCH_DOMAINS["recording"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOCALHOST_ONLY="1", ROS_LOG_DIR=str(tmp / "log"))

@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DOMAINS, emit, machine, percentiles, session_from  # noqa: E402
@@ -35,7 +34,7 @@ from emg_rcnn_ros.core.bundle import save_bundle  # noqa: E402
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session  # noqa: E402
 from emg_rcnn_ros.core.train import train  # noqa: E402
-from emg_rcnn_ros.share import default_params_file  # noqa: E402
+from emg_rcnn_ros.share import write_params  # noqa: E402
 
 HOP = FeatureConfig().hop
 
@@ -73,12 +72,9 @@ def main() -> None:
         s = session_from(simulate_session(SimConfig(rate=2000.0, channels=a.channels, seed=100), 60.0), "soak")
         model, cfg = train([s], FeatureConfig(), ModelConfig(), TrainConfig(max_steps=40), progress=False)
         model_dir = save_bundle(tmp / "model", cfg, model)
-        params = yaml.safe_load(default_params_file().read_text())
-        params["/**/emg_acquisition"]["ros__parameters"].update(channels=a.channels, sample_rate=2000.0)
-        params["/**/emg_trainer"]["ros__parameters"].update(data_dir=str(tmp / "data"), model_dir=str(tmp / "m"),
-                                                            session="soak", subject="soak")
-        pfile = tmp / "params.yaml"
-        pfile.write_text(yaml.safe_dump(params))
+        pfile = write_params(tmp / "params.yaml", acquisition={"channels": a.channels, "sample_rate": 2000.0},
+                             trainer={"data_dir": str(tmp / "data"), "model_dir": str(tmp / "m"), "session": "soak",
+                                      "subject": "soak"})
         domain = BENCH_DOMAINS["soak"]
         env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                    ROS_LOCALHOST_ONLY="1", ROS_LOG_DIR=str(tmp / "log"))

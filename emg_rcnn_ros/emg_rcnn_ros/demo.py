@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from .core.stamps import to_ns
-from .share import default_params_file
+from .share import write_params
 
 
 def ensure_model(path: Path, rate: float, channels: int, seconds: float, max_steps: int) -> None:
@@ -99,11 +98,8 @@ def run_demo(a: argparse.Namespace) -> int:
     ns = "/" + a.namespace.strip("/") if a.namespace.strip("/") else ""  # rcl takes absolute namespaces only
     # The simulated amplifier streams what the model was trained on: the package's parameters with
     # the demo's rate and channel count.
-    params = yaml.safe_load(default_params_file().read_text())
-    params["/**/emg_acquisition"]["ros__parameters"].update(sample_rate=float(a.rate), channels=int(a.channels))
-    pfile = Path(a.plot).with_name("demo_params.yaml")  # beside the plot, for the record
-    pfile.parent.mkdir(parents=True, exist_ok=True)
-    pfile.write_text(yaml.safe_dump(params))
+    pfile = write_params(Path(a.plot).with_name("demo_params.yaml"),  # beside the plot, for the record
+                         acquisition={"sample_rate": float(a.rate), "channels": int(a.channels)})
     launch = Launch("estimate", {"driver": "simulated", "model_path": str(model.resolve()), "autostart": "true",
                                  "namespace": ns, "params_file": str(pfile)})
     stop = Stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "emg_rcnn_ros"
 MARKER = Path("share") / "ament_index" / "resource_index" / "packages" / PACKAGE
@@ -38,6 +39,24 @@ def share_dir() -> Path:
 
 def default_params_file() -> Path:
     return share_dir() / "config" / "emg_rcnn_ros.yaml"
+
+
+def write_params(path: str | Path, **nodes: dict[str, Any]) -> Path:
+    """Write the package's parameter file to `path` with some nodes' parameters replaced, e.g.
+    write_params(p, acquisition={"channels": 4}) for `emg_acquisition`: a run that streams other
+    than the shipped defaults still starts from every shipped parameter."""
+    import yaml  # not at import time: the nodes find their prefix without it
+
+    data = yaml.safe_load(default_params_file().read_text())
+    for node, values in nodes.items():
+        key = f"/**/emg_{node}"
+        if key not in data:
+            raise KeyError(f"{default_params_file()} has no section {key}")
+        data[key]["ros__parameters"].update(values)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 def executable_path(name: str) -> Path:

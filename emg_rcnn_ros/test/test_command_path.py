@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session
-from emg_rcnn_ros.share import default_params_file
+from emg_rcnn_ros.share import write_params
 
 from .conftest import Launched, transition, wait_for
 
@@ -31,15 +30,10 @@ MEASURED = [0.55, 1.55]  # far from where the estimates are
 
 
 def _params(tmp_path: Path, estimator: dict, acquisition: dict | None = None) -> Path:
-    data = yaml.safe_load(default_params_file().read_text())
-    data["/**/emg_estimator"]["ros__parameters"].update({
+    return write_params(tmp_path / "params.yaml", acquisition=acquisition or {}, estimator={
         "controller_joints": ["wrist_flexion", "elbow_flexion"], "position_min": LOWER, "position_max": UPPER,
         "max_velocity": [VMAX, VMAX], "max_acceleration": [AMAX, AMAX], "smoothing_cutoff": 0.0,
         "measured_state_topic": "/arm/joint_states", **estimator})
-    data["/**/emg_acquisition"]["ros__parameters"].update(acquisition or {})
-    out = tmp_path / "params.yaml"
-    out.write_text(yaml.safe_dump(data))
-    return out
 
 
 class Rig:

@@ -77,6 +77,21 @@ def test_params_file_declares_each_node_under_any_namespace() -> None:
     assert all(desc for _, desc in LAUNCH_ARGUMENTS.values())
 
 
+def test_write_params_replaces_only_what_it_is_given(tmp_path: Path) -> None:
+    from emg_rcnn_ros.share import default_params_file, write_params
+
+    shipped = yaml.safe_load(default_params_file().read_text())
+    out = write_params(tmp_path / "sub" / "p.yaml", acquisition={"channels": 3}, trainer={"session": "x"})
+    got = yaml.safe_load(out.read_text())
+    assert got["/**/emg_acquisition"]["ros__parameters"]["channels"] == 3 != shipped["/**/emg_acquisition"][
+        "ros__parameters"]["channels"]
+    shipped["/**/emg_acquisition"]["ros__parameters"]["channels"] = 3
+    shipped["/**/emg_trainer"]["ros__parameters"]["session"] = "x"
+    assert got == shipped  # every other parameter as shipped
+    with pytest.raises(KeyError, match="emg_amplifier"):
+        write_params(tmp_path / "q.yaml", amplifier={"channels": 3})
+
+
 def test_share_dir_is_found_through_the_index() -> None:
     """The same lookup as on a colcon install: ament_index with AMENT_PREFIX_PATH."""
     from ament_index_python.packages import get_package_share_directory

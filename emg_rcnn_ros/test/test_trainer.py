@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from emg_rcnn_ros.bags import load_bag
-from emg_rcnn_ros.share import default_params_file
+from emg_rcnn_ros.share import write_params
 
 from .conftest import Launched, live_metrics, run_live, trainer_has_truth, trigger, wait_for
 
@@ -27,13 +27,9 @@ def _truth_flows(observer) -> bool:
     return trainer_has_truth(observer, 120.0)
 
 
-def _params(tmp_path: Path, **trainer: object) -> Path:
-    data = yaml.safe_load(default_params_file().read_text())
-    data["/**/emg_trainer"]["ros__parameters"].update(
-        data_dir=str(tmp_path / "data"), model_dir=str(tmp_path / "models"), train_max_steps=60, **trainer)
-    out = tmp_path / "params.yaml"
-    out.write_text(yaml.safe_dump(data))
-    return out
+def _params(tmp_path: Path, acquisition: dict | None = None, **trainer: object) -> Path:
+    return write_params(tmp_path / "params.yaml", acquisition=acquisition or {}, trainer={
+        "data_dir": str(tmp_path / "data"), "model_dir": str(tmp_path / "models"), "train_max_steps": 60, **trainer})
 
 
 def test_record_train_and_estimate(ros_env, observer, tmp_path: Path) -> None:
@@ -239,11 +235,8 @@ def test_a_drifting_amplifier_is_recorded_with_its_rate_and_aligned_angles(ros_e
 
     true_rate, nominal, block = 980.0, 1000.0, 5
     pty = Pty(tmp_path / "ttyEMG")
-    params = yaml.safe_load(_params(tmp_path).read_text())
-    params["/**/emg_acquisition"]["ros__parameters"].update(
-        channels=2, sample_rate=nominal, chunk_duration=0.01, gain=100.0, vref=2.5, read_timeout=0.05)
-    pfile = tmp_path / "drift.yaml"
-    pfile.write_text(yaml.safe_dump(params))
+    pfile = _params(tmp_path, acquisition={"channels": 2, "sample_rate": nominal, "chunk_duration": 0.01,
+                                           "gain": 100.0, "vref": 2.5, "read_timeout": 0.05})
     connected: list[str] = []
 
     def on_diag(msg) -> None:
