@@ -5,9 +5,11 @@ Xia et al. 2018 (who report that the RCNN is best and degrades least over time).
 
 Per subject: train each architecture on a 3-minute calibration session; test on a new session of
 the same day (within) and on a later session with shifted electrodes, gain changes and fatigue
-(across); then recalibrate the RCNN by fine-tuning on 40 s of another later session (--init-from)
-and test again (with the feature normalisation re-fitted on the new data, the default, and kept).
-Test sessions are never used for training, early stopping or any choice."""
+(across); then recalibrate the RCNN on a 40 s trial recorded in that later session after the test
+minute, with the electrodes where they were (--init-from), and test again (with the feature
+normalisation re-fitted on the new data when the folds allow it, the default, and kept). Until
+2026-12-01 the 40 s came from another later session, whose electrode gains were drawn anew.
+Test data is never used for training, early stopping or any choice."""
 
 from __future__ import annotations
 
@@ -25,16 +27,18 @@ from common import emit, machine, session_from  # noqa: E402
 from emg_rcnn_ros.core.bundle import load_bundle, save_bundle  # noqa: E402
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
 from emg_rcnn_ros.core.evaluate import evaluate_sessions  # noqa: E402
-from emg_rcnn_ros.core.sim import SessionEffects, SimConfig, simulate_session  # noqa: E402
+from emg_rcnn_ros.core.sim import SessionEffects, SimConfig, simulate_recordings  # noqa: E402
 from emg_rcnn_ros.core.train import train  # noqa: E402
 
 LATER = SessionEffects(electrode_shift=0.3, gain_change=0.2, fatigue=0.5)
 
 
-def sim(subject: int, seed: int, seconds: float, effects: SessionEffects | None = None):
+def sim(subject: int, seed: int, seconds: list[float], effects: SessionEffects | None = None) -> list:
+    """Recordings made one after another in one simulated session (one placement of the electrodes)."""
     cfg = SimConfig(rate=2000.0, channels=8, joints=2, seed=seed, subject_seed=subject,
                     effects=effects or SessionEffects())
-    return session_from(simulate_session(cfg, seconds), f"subject{subject}/seed{seed}")
+    recs = simulate_recordings(cfg, seconds)
+    return [session_from(d, f"subject{subject}/seed{seed}/{k}") for k, d in enumerate(recs)]
 
 
 def summary(m: dict) -> dict:
@@ -43,10 +47,9 @@ def summary(m: dict) -> dict:
 
 def run_subject(subject: int, tmp: Path, calib_s: float, test_s: float) -> dict:
     base = 1000 * (subject + 1)
-    calib = sim(subject, base + 1, calib_s)
-    within = sim(subject, base + 2, test_s)
-    later = sim(subject, base + 3, test_s, LATER)
-    recal = sim(subject, base + 4, 40.0, LATER)
+    [calib] = sim(subject, base + 1, [calib_s])
+    [within] = sim(subject, base + 2, [test_s])
+    later, recal = sim(subject, base + 3, [test_s, 40.0], LATER)  # the test minute is the one it always was
     out: dict = {}
     for arch in ("rcnn", "cnn", "svr"):
         t = time.perf_counter()

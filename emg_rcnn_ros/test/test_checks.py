@@ -12,7 +12,7 @@ import pytest
 
 from emg_rcnn_ros.core.checks import inspect_session, mains_of
 from emg_rcnn_ros.core.sessions import Session
-from emg_rcnn_ros.core.sim import simulate_rig_trials
+from emg_rcnn_ros.core.sim import SessionEffects, SimConfig, simulate_recordings, simulate_rig_trials, simulate_session
 
 from .conftest import run_cli
 
@@ -45,6 +45,22 @@ def test_the_rig_preset_has_its_failure_modes() -> None:
     assert np.ptp(spreads[:, 0] / spreads[:, 1]) > 0.3  # the movement mix changes between trials
 
 
+def test_recordings_of_one_session_keep_its_electrodes() -> None:
+    """A recalibration trial and the trials it is judged on come from one placement of the
+    electrodes: each channel's level relative to the others stays, where a new session moves it."""
+    cfg = SimConfig(rate=1000.0, channels=4, seed=3, effects=SessionEffects(gain_change=0.5))
+    first, second = simulate_recordings(cfg, [20.0, 20.0])
+    assert np.array_equal(first["emg"], simulate_session(cfg, 20.0)["emg"])  # the same session, continued
+    assert second["joint_time"][0] == 0.0 and not np.array_equal(first["emg"], second["emg"])
+    other = simulate_session(replace(cfg, seed=4), 20.0)
+
+    def profile(d: dict) -> np.ndarray:
+        level = np.log(d["emg"].std(axis=0))
+        return level - level.mean()
+
+    assert np.abs(profile(second) - profile(first)).max() < 0.5 * np.abs(profile(other) - profile(first)).max()
+
+
 def test_a_clean_trial_has_no_dead_channel_or_still_joint(trial: Session) -> None:
     assert not {w for w in _warned(trial) if w[0] in ("dead", "still_joint", "sample_rate")}
 
@@ -74,8 +90,6 @@ def test_mains_hum_is_found_with_its_frequency(trial: Session) -> None:
     assert ("mains", "") not in _warned(hummed, mains_hz=60.0)
     assert mains_of([inspect_session(hummed, None)]) == 60.0
     assert mains_of([inspect_session(trial, None)]) == 60.0  # the rig preset's own hum
-    from emg_rcnn_ros.core.sim import SimConfig, simulate_session
-
     clean = _session(simulate_session(SimConfig(rate=1000.0, channels=4, mains_volts=0.0), 10.0))
     assert mains_of([inspect_session(clean, None)]) is None  # no hum: the notch is left alone
 

@@ -184,19 +184,31 @@ class Simulator:
 
 def simulate_session(cfg: SimConfig, duration: float, joint_rate: float = 100.0) -> dict[str, np.ndarray]:
     """A whole recording in the NPZ session form (joint angles sampled at `joint_rate`, like mocap)."""
+    return simulate_recordings(cfg, [duration], joint_rate)[0]
+
+
+def simulate_recordings(cfg: SimConfig, durations: list[float], joint_rate: float = 100.0
+                        ) -> list[dict[str, np.ndarray]]:
+    """Recordings made one after another in one session: the same electrodes, gains and person
+    (one simulator, continued), each on its own clock from 0. The first is simulate_session's.
+    A recalibration trial and the data it is judged on must come from one session like this: a
+    new seed places the electrodes (their gains) anew."""
     sim = Simulator(cfg)
-    n = int(round(duration * cfg.rate))
-    emg, pos = sim.generate(n)
     step = max(1, int(round(cfg.rate / joint_rate)))
-    idx = np.arange(0, n, step)
-    return {
-        "emg": emg.astype(np.float32),
-        "emg_rate": np.float64(cfg.rate),
-        "joint_position": pos[idx],
-        "joint_time": idx / cfg.rate,
-        "joint_names": np.array(sim.joint_names),
-        "channel_names": np.array(sim.channel_names),
-    }
+    out = []
+    for duration in durations:
+        n = int(round(duration * cfg.rate))
+        emg, pos = sim.generate(n)
+        idx = np.arange(0, n, step)
+        out.append({
+            "emg": emg.astype(np.float32),
+            "emg_rate": np.float64(cfg.rate),
+            "joint_position": pos[idx],
+            "joint_time": idx / cfg.rate,
+            "joint_names": np.array(sim.joint_names),
+            "channel_names": np.array(sim.channel_names),
+        })
+    return out
 
 
 def simulate_rig_trials(subject: int, trials: int, seed: int = 0, rate: float = 1000.0, channels: int = 4,
