@@ -99,7 +99,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     fcfg = FeatureConfig(window=a.window, hop=a.hop, bands=a.bands, mains_hz=mains)
     fcfg.validate()
     tcfg = TrainConfig(max_steps=a.max_steps, folds=a.folds, seed=a.seed, device=a.device, batch_size=a.batch_size,
-                       lr=a.lr, patience_steps=a.patience_steps, refit_features=not a.keep_normaliser)
+                       lr=a.lr, patience_steps=a.patience_steps, refit_features=not a.keep_normaliser,
+                       gain_jitter=a.gain_jitter, tilt_jitter=a.tilt_jitter)
     tcfg.validate()
     from .core.bundle import load_bundle, save_bundle
     from .core.train import train
@@ -232,6 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=t.batch_size)
     tr.add_argument("--lr", type=float, default=t.lr)
     tr.add_argument("--patience-steps", type=int, default=t.patience_steps)
+    tr.add_argument("--gain-jitter", type=float, default=t.gain_jitter,
+                    help="augmentation: each channel's amplitude scaled by 1 +- this (0 = none)")
+    tr.add_argument("--tilt-jitter", type=float, default=t.tilt_jitter,
+                    help="augmentation: each channel's spectrum tilted by up to +- this log amplitude from the "
+                         "lowest to the highest band (0 = none)")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(fn=cmd_train)
 

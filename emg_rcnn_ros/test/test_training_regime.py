@@ -9,9 +9,10 @@ import pytest
 
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig, from_dict
 from emg_rcnn_ros.core.dataset import TARGET_SCALE_MIN, Normaliser, fold_ids, split_folds
+from emg_rcnn_ros.core.errors import ConfigError
 from emg_rcnn_ros.core.sessions import Session
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session
-from emg_rcnn_ros.core.train import _predict, build_corpus, train
+from emg_rcnn_ros.core.train import _predict, build_corpus, electrode_shift, train
 
 
 def _session(seed: int, seconds: float, subject: int = 0) -> Session:
@@ -46,6 +47,25 @@ def test_target_scale_is_robust_and_floored() -> None:
     assert n.target_std[0] == pytest.approx(0.5, rel=0.1)  # the glitches do not inflate the scale
     assert n.target_mean[0] == pytest.approx(0.2, abs=0.03)
     assert n.target_std[1] == pytest.approx(TARGET_SCALE_MIN)  # a joint that hardly moves is not blown up
+
+
+def test_electrode_augmentation_scales_and_tilts_each_channel_within_its_bounds() -> None:
+    g, t, B = 0.25, 0.3, 24
+    plain = electrode_shift(np.random.default_rng(5), 400, 4, B, g, 0.0)
+    tilted = electrode_shift(np.random.default_rng(5), 400, 4, B, g, t)
+    assert plain.shape == (400, 4, 1) and tilted.shape == (400, 4, B)  # a gain moves every band alike
+    assert 2 * np.log(1 - g) <= plain.min() and plain.max() <= 2 * np.log(1 + g)
+    assert np.ptp(plain[:, :, 0], axis=1).min() > 0  # each channel its own gain
+    # The tilt keeps each channel's gain (its centre) and adds a straight line across the bands,
+    # 2 x slope in log power from the lowest band to the highest, the slope within +-t.
+    centre = 0.5 * (tilted[:, :, 0] + tilted[:, :, -1])
+    np.testing.assert_allclose(centre, plain[:, :, 0], atol=1e-5)
+    rise = tilted[:, :, -1] - tilted[:, :, 0]
+    assert np.abs(rise).max() <= 2 * t + 1e-5 and np.abs(rise).max() > 1.6 * t
+    line = tilted[:, :, :1] + rise[:, :, None] * np.linspace(0, 1, B)
+    np.testing.assert_allclose(tilted, line, atol=1e-5)
+    with pytest.raises(ConfigError, match="tilt_jitter"):
+        from_dict(TrainConfig, {"tilt_jitter": -0.1})
 
 
 def test_budget_is_chosen_on_folds_then_every_window_is_trained() -> None:

@@ -105,6 +105,7 @@ class TrainConfig:
     finetune_lr: float = 1e-4  # recalibration (--init-from): a few seconds of data overfit at the full rate
     weight_decay: float = 1e-4
     gain_jitter: float = 0.25  # per-channel amplitude augmentation (+-25 %): electrode/skin changes
+    tilt_jitter: float = 0.0  # per-channel spectral tilt augmentation (log amplitude across the band); 0 = none
     seed: int = 0
     device: str = "cpu"
     refit_features: bool = True  # fine-tuning (--init-from): re-fit feature normalisation on the new data
@@ -115,6 +116,9 @@ class TrainConfig:
             raise ConfigError("max_steps, eval_every and patience_steps must be >= 1")
         if self.folds < 1:
             raise ConfigError(f"folds must be >= 1, got {self.folds}")
+        if not 0 <= self.gain_jitter < 1 or self.tilt_jitter < 0:
+            raise ConfigError(f"gain_jitter must be in [0, 1) and tilt_jitter >= 0, got {self.gain_jitter}, "
+                              f"{self.tilt_jitter}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got '{self.device}'")
 

@@ -87,9 +87,24 @@ def _batches(n: int, size: int, rng: np.random.Generator | None, block: int = 1)
     return [order[i : i + size] for i in range(0, n, size)]
 
 
+def electrode_shift(rng: np.random.Generator, groups: int, channels: int, bands: int, gain_jitter: float,
+                    tilt_jitter: float) -> np.ndarray:
+    """Log-power offsets [groups, channels, bands] (bands 1 without tilt) that model what a new
+    electrode placement, skin or fatigue does to each channel: its amplitude scaled by a gain in
+    1 +- gain_jitter (2 ln g on every band), and its spectrum tilted (its log amplitude rising or
+    falling by up to tilt_jitter from the lowest band to the highest, unchanged at the centre):
+    tissue between muscle and electrode low-passes the signal, and fatigue moves power to lower
+    frequencies."""
+    shift = rng.uniform(np.log(1 - gain_jitter), np.log(1 + gain_jitter), (groups, channels, 1))
+    if tilt_jitter > 0:  # drawn after the gains, and only when asked: a seed's gains stay what they were
+        slope = rng.uniform(-tilt_jitter, tilt_jitter, (groups, channels, 1))
+        shift = shift + slope * (np.linspace(-0.5, 0.5, bands) if bands > 1 else np.zeros(1))
+    return (2 * shift).astype(np.float32)
+
+
 def _forward(model: torch.nn.Module, xs: np.ndarray, ends: np.ndarray, offs: tuple[int, ...], dev: torch.device,
              shift: np.ndarray | None = None, group: np.ndarray | None = None) -> torch.Tensor:
-    """Model output for windows ending at `ends`. `shift` [groups, C, bands] is a log-power (gain)
+    """Model output for windows ending at `ends`. `shift` [groups, C, bands] is a log-power (electrode_shift)
     augmentation shared by the windows of a group. For the RCNN each distinct (group, frame) is
     embedded once and reused by every window that contains it: ~10x less convolution."""
     idx = ends[:, None] + np.asarray(offs)[None, :]  # [B, T] frame indices
@@ -117,8 +132,6 @@ class _Run:
         self.opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tcfg.weight_decay)
         self.xs, self.ys, self.fit_ends, self.tcfg, self.offs = xs, ys, fit_ends, tcfg, mcfg.offsets
         self.rng = np.random.default_rng(tcfg.seed)
-        # Gain augmentation: an electrode's amplitude change by g adds 2 ln g to its log power.
-        self.lo, self.hi = np.log(1 - tcfg.gain_jitter), np.log(1 + tcfg.gain_jitter)
         self.inv_std = (1.0 / norm.feat_std).astype(np.float32)[None]  # [1, C, bands]
         self.step = 0
         self._queue: list[np.ndarray] = []
@@ -132,9 +145,9 @@ class _Run:
             ends = self.fit_ends[self._queue.pop(0)]
             group = np.arange(len(ends)) // BLOCK
             shift = None
-            if self.tcfg.gain_jitter > 0:
-                draw = self.rng.uniform(self.lo, self.hi, (group[-1] + 1, self.xs.shape[1], 1))
-                shift = 2 * draw.astype(np.float32) * self.inv_std
+            if self.tcfg.gain_jitter > 0 or self.tcfg.tilt_jitter > 0:  # in normalised units
+                shift = electrode_shift(self.rng, group[-1] + 1, *self.xs.shape[1:], self.tcfg.gain_jitter,
+                                        self.tcfg.tilt_jitter) * self.inv_std
             self.opt.zero_grad()
             loss = torch.nn.functional.mse_loss(_forward(self.model, self.xs, ends, self.offs, self.dev, shift, group),
                                                 torch.from_numpy(self.ys[ends]).to(self.dev))
