@@ -192,8 +192,12 @@ def test_bad_driver_settings_are_refused() -> None:
 
 def test_serial_stamps_follow_a_device_clock_2_percent_off_through_a_bursty_pty(tmp_path: Path) -> None:
     """A device at 1020 Hz whose nominal rate is 1000 Hz, its frames written in bursts of 20-40 ms.
-    The stamps come from the fitted clock: after 2 s they are within 2 ms of the samples' true
-    times (of which the writer's own scheduling delays can only make arrivals later)."""
+    The stamps come from the fitted clock: after 2 s they follow the device's rate, are never
+    before the samples' true times, and lag them far less than a burst. How much they lag is the
+    least delay of the arrivals: a frame goes out up to 4 samples after its last one was due, and
+    on a loaded machine the writer and reader threads add milliseconds (2.03 ms seen in CI, where
+    a bound of 2 ms failed). Stamping at arrival lags by up to a burst (20-40 ms); counting at the
+    nominal rate drifts 40 ms by the 2nd second; a line through the mean arrival lags ~15 ms."""
     import threading
 
     pty = Pty(tmp_path / "ttyEMG")
@@ -228,7 +232,8 @@ def test_serial_stamps_follow_a_device_clock_2_percent_off_through_a_bursty_pty(
                 if b.first / true_rate > 2.0:
                     errors.append(src.stamp_ns(b.first) * 1e-9 - (t_start[0] + b.first / true_rate))
         assert len(errors) > 50
-        assert np.abs(errors).max() < 2e-3, (np.abs(errors).max(), src.host_clock.rate)
+        assert min(errors) > -0.5e-3, (min(errors), src.host_clock.rate)  # never before the sample
+        assert max(errors) < 10e-3, (max(errors), src.host_clock.rate)  # far less than a burst
         assert abs(src.host_clock.rate / true_rate - 1) < 2e-3
     finally:
         stop.set()
