@@ -177,6 +177,7 @@ class Estimator(LifecycleNode):
         self.last_accept = time.monotonic()  # the watchdog's clock: monotonic, accepted frames only
         self.stops = {}
         self._stop_commands()
+        self.at_safe = False
         self.active = True
         depth1 = QoSProfile(depth=1, reliability=qos_profile_sensor_data.reliability,
                             durability=qos_profile_sensor_data.durability, history=qos_profile_sensor_data.history)
@@ -303,6 +304,7 @@ class Estimator(LifecycleNode):
         for frame, _, reset, _ in pending:
             if reset:
                 self.predictor.reset()
+                self.at_safe = False  # the device may have been moved meanwhile
                 self._stop_commands()  # the ramp restarts from the measured position
             y = self.predictor.push(frame)
         stamp, quality = pending[-1][1], pending[-1][3]
@@ -324,18 +326,21 @@ class Estimator(LifecycleNode):
 
     def _command(self, target: np.ndarray, quality: str) -> None:
         """Decide whether to send, and what: the policy above the shaper."""
+        to_safe = bool(quality) and self.policy == "safe"
         if quality and self.policy != "continue":
-            self.stops["quality"] = (WARN, f"signal quality ({quality}): "
-                                           + ("ramping to the safe posture" if self.policy == "safe" else "holding"))
-            if self.policy == "safe" and self.shaper.started and not np.allclose(self._last_cmd, self.safe):
-                self._send(self.shaper.step(self.safe))
-            else:
+            action = ("at the safe posture: commands stopped" if self.at_safe else "ramping to the safe posture"
+                      ) if to_safe else "holding"
+            self.stops["quality"] = (WARN, f"signal quality ({quality}): {action}")
+            if not to_safe or self.at_safe:
                 self._stop_commands()
-            return
-        if quality:
-            self.stops["quality"] = (WARN, f"signal quality ({quality}): continuing (quality_policy continue)")
+                return
+            target = self.safe  # a ramp stopped by a gap resumes from the measured position, below
         else:
-            self.stops.pop("quality", None)
+            self.at_safe = False
+            if quality:
+                self.stops["quality"] = (WARN, f"signal quality ({quality}): continuing (quality_policy continue)")
+            else:
+                self.stops.pop("quality", None)
         if not self.shaper.started:
             measured = self._measured_now()
             if measured is None and bool(param(self, "require_measured_state")):
@@ -357,7 +362,9 @@ class Estimator(LifecycleNode):
                                             "commands stopped")
             self._stop_commands()
             return
-        self._send(self.shaper.step(target))
+        cmd = self.shaper.step(target)
+        self._send(cmd)
+        self.at_safe = to_safe and cmd is not None and bool(np.allclose(cmd, self.safe))
 
     def _send(self, cmd: np.ndarray | None) -> None:
         if cmd is None:
