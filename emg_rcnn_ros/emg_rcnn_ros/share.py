@@ -47,11 +47,12 @@ def write_params(path: str | Path, **nodes: dict[str, Any]) -> Path:
     than the shipped defaults still starts from every shipped parameter."""
     import yaml  # not at import time: the nodes find their prefix without it
 
-    data = yaml.safe_load(default_params_file().read_text())
+    shipped = default_params_file()
+    data = yaml.safe_load(shipped.read_text())
     for node, values in nodes.items():
         key = f"/**/emg_{node}"
         if key not in data:
-            raise KeyError(f"{default_params_file()} has no section {key}")
+            raise KeyError(f"{shipped} has no section {key}")
         data[key]["ros__parameters"].update(values)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
