@@ -210,11 +210,13 @@ def test_quality_gate_stops_or_ramps_to_safe_names_the_channel_and_resumes(polic
                 assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
                 time.sleep(0.5)
                 rig.measured = MOVED
-                n = len(rig.cmds)
                 assert transition(observer, "/emg_acquisition", Transition.TRANSITION_ACTIVATE)
-                assert wait_for(lambda: len(rig.cmds) > n and np.allclose(rig.commands()[-1], safe),  # noqa: B023
-                                30.0), rig.commands()[-3:]
-                assert np.array_equal(rig.commands()[n], MOVED), rig.commands()[n - 1:n + 2]
+
+                def moved_to_safe() -> bool:  # the newest run starts at the moved device and ends at safe
+                    last = _runs(rig, [MEASURED, MOVED])[-1]
+                    return np.array_equal(last[0], MOVED) and np.allclose(last[-1], safe)
+
+                assert wait_for(moved_to_safe, 30.0), rig.commands()[-3:]
                 n = len(rig.cmds)
                 time.sleep(1.0)
                 assert len(rig.cmds) == n  # at the safe posture, it stops
