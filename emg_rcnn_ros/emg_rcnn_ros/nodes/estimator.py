@@ -369,7 +369,6 @@ class Estimator(LifecycleNode):
     def _send(self, cmd: np.ndarray | None) -> None:
         if cmd is None:
             return
-        self._last_cmd = cmd
         if self.trajectory:
             point = JointTrajectoryPoint(positions=[float(v) for v in cmd])
             point.time_from_start.nanosec = int(round(self.shaper.period * 1e9))
@@ -381,7 +380,6 @@ class Estimator(LifecycleNode):
         if self.shaper is not None and self.shaper.started:
             self.get_logger().warn("commands stopped")
             self.shaper.reset()
-        self._last_cmd = np.full(len(self.cmd_index) if self.shaper is not None else 0, np.nan)
 
     def _watchdog(self) -> None:
         """Runs when a wait ends without a frame: silence is measured on the monotonic clock since
