@@ -64,18 +64,19 @@ def test_corrupt_bundles_are_refused(trained: tuple[Path, np.ndarray], tmp_path:
         load_bundle(tmp_path / "none")
 
 
-def test_bundles_from_before_the_history_stride_read_consecutive_frames(trained: tuple[Path, np.ndarray],
-                                                                        tmp_path: Path) -> None:
+def test_bundles_from_before_the_history_stride_read_consecutive_frames_with_a_shared_lstm(
+        trained: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     import shutil
 
     assert load_bundle(trained[0]).model_cfg.history_stride == ModelConfig().history_stride
     old = tmp_path / "old"
     shutil.copytree(trained[0], old)
     cfg = json.loads((old / "config.json").read_text())
-    del cfg["model"]["history_stride"]  # as written before the option existed
+    del cfg["model"]["history_stride"], cfg["model"]["shared_lstm"]  # as written before the options existed
     (old / "config.json").write_text(json.dumps(cfg))
     b = load_bundle(old)
     assert b.model_cfg.history_stride == 1 and b.model_cfg.span == b.history
+    assert b.model_cfg.shared_lstm and not ModelConfig().shared_lstm
 
 
 def test_save_replaces_atomically(trained: tuple[Path, np.ndarray], tmp_path: Path) -> None:

@@ -48,6 +48,31 @@ def _conv_stack(in_planes: int, cfg: ModelConfig, channels: int, bands: int) -> 
     return stack, flat
 
 
+def _split_by_joint(lstm: nn.LSTM, head: nn.Linear, joints: int) -> None:
+    """Make one LSTM into `joints` independent ones, each reading the whole frame embedding and
+    feeding only its own joint's output: its recurrent (and deeper layers' input) weights and the
+    head become block-diagonal, and gradient masks keep them so (Adam moves a weight with zero
+    gradient and zero value nowhere). A shared state learns how the joints moved together in
+    training; people do not repeat that mix (a trial that moves both at once after trials that
+    moved one at a time), and a state per joint cannot carry it. One LSTM of the same total size
+    keeps the bundle format and the live numpy path as they are."""
+    h = lstm.hidden_size // joints
+    unit = torch.arange(lstm.hidden_size) // h  # joint of each hidden unit
+    rows = unit.repeat(4)  # gate rows i, f, g, o: each a copy of the hidden units
+    bound = h ** -0.5  # PyTorch's LSTM init for the per-joint size
+    masked = [(head.weight, (torch.arange(joints)[:, None] == unit[None, :]).float())]
+    for k in range(lstm.num_layers):
+        masked.append((getattr(lstm, f"weight_hh_l{k}"), (rows[:, None] == unit[None, :]).float()))
+        if k > 0:
+            masked.append((getattr(lstm, f"weight_ih_l{k}"), (rows[:, None] == unit[None, :]).float()))
+    with torch.no_grad():
+        for p in lstm.parameters():
+            p.uniform_(-bound, bound)
+        for p, mask in masked:
+            p.mul_(mask)
+            p.register_hook(lambda grad, m=mask: grad * m.to(grad.device))
+
+
 class RCNN(nn.Module):
     embeds_frames = True  # training may embed each frame once and reuse it (see embed)
 
@@ -55,9 +80,12 @@ class RCNN(nn.Module):
         super().__init__()
         conv, flat = _conv_stack(1, cfg, channels, bands)
         self.frame_cnn = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, cfg.embedding), nn.ReLU())
-        self.lstm = nn.LSTM(cfg.embedding, cfg.lstm_hidden, num_layers=cfg.lstm_layers, batch_first=True,
+        hidden = cfg.lstm_hidden if cfg.shared_lstm else max(1, cfg.lstm_hidden // joints) * joints
+        self.lstm = nn.LSTM(cfg.embedding, hidden, num_layers=cfg.lstm_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
-        self.head = nn.Linear(cfg.lstm_hidden, joints)
+        self.head = nn.Linear(hidden, joints)
+        if not cfg.shared_lstm:
+            _split_by_joint(self.lstm, self.head, joints)
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """[N, C, F] frames -> [N, embedding]. Training embeds each frame once and reuses it in
