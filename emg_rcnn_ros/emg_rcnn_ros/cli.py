@@ -89,7 +89,8 @@ def cmd_inspect(a: argparse.Namespace) -> int:
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    mcfg = ModelConfig(arch=a.arch, history=a.history, history_stride=a.history_stride, shared_lstm=a.shared_lstm)
+    mcfg = ModelConfig(arch=a.arch, history=a.history, history_stride=a.history_stride,
+                       shared_state=a.shared_state)
     mcfg.validate()
     sessions, found, hum = _checked(a.data, a.mains_hz, FeatureConfig(window=a.window, hop=a.hop, bands=a.bands),
                                     mcfg.span)
@@ -230,8 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--history", type=int, default=m.history, help="frames per estimate")
     tr.add_argument("--history-stride", type=int, default=m.history_stride,
                     help="hops between the frames of one estimate (1 = consecutive frames)")
-    tr.add_argument("--shared-lstm", action="store_true",
-                    help="rcnn: one LSTM state for all joints instead of an independent LSTM per joint")
+    tr.add_argument("--shared-state", action="store_true",
+                    help="read every joint from all units (one LSTM for all joints, one cnn embedding) instead of "
+                         "each joint from its own")
     tr.add_argument("--batch-size", type=int, default=t.batch_size)
     tr.add_argument("--lr", type=float, default=t.lr)
     tr.add_argument("--patience-steps", type=int, default=t.patience_steps)

@@ -64,7 +64,7 @@ def test_corrupt_bundles_are_refused(trained: tuple[Path, np.ndarray], tmp_path:
         load_bundle(tmp_path / "none")
 
 
-def test_bundles_from_before_the_history_stride_read_consecutive_frames_with_a_shared_lstm(
+def test_bundles_from_before_the_history_stride_read_consecutive_frames_with_a_shared_state(
         trained: tuple[Path, np.ndarray], tmp_path: Path) -> None:
     import shutil
 
@@ -72,11 +72,11 @@ def test_bundles_from_before_the_history_stride_read_consecutive_frames_with_a_s
     old = tmp_path / "old"
     shutil.copytree(trained[0], old)
     cfg = json.loads((old / "config.json").read_text())
-    del cfg["model"]["history_stride"], cfg["model"]["shared_lstm"]  # as written before the options existed
+    del cfg["model"]["history_stride"], cfg["model"]["shared_state"]  # as written before the options existed
     (old / "config.json").write_text(json.dumps(cfg))
     b = load_bundle(old)
     assert b.model_cfg.history_stride == 1 and b.model_cfg.span == b.history
-    assert b.model_cfg.shared_lstm and not ModelConfig().shared_lstm
+    assert b.model_cfg.shared_state and not ModelConfig().shared_state
 
 
 def test_save_replaces_atomically(trained: tuple[Path, np.ndarray], tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ def _bundle(model_cfg: ModelConfig) -> Bundle:
     return Bundle(Path("unused"), config, FeatureConfig(), model_cfg, norm, model)
 
 
-@pytest.mark.parametrize("model_cfg", [ModelConfig(arch="rcnn"), ModelConfig(arch="rcnn", shared_lstm=True),
+@pytest.mark.parametrize("model_cfg", [ModelConfig(arch="rcnn"), ModelConfig(arch="rcnn", shared_state=True),
                                        ModelConfig(arch="rcnn", lstm_layers=2),
                                        ModelConfig(arch="rcnn", members=3), ModelConfig(arch="cnn"),
                                        ModelConfig(arch="cnn", members=2),
@@ -49,7 +49,7 @@ def _bundle(model_cfg: ModelConfig) -> Bundle:
                                        ModelConfig(arch="rcnn", history_stride=1),
                                        ModelConfig(arch="cnn", history_stride=3),
                                        ModelConfig(arch="svr")],
-                         ids=["rcnn", "rcnn-shared-lstm", "rcnn-2-layers", "rcnn-ensemble", "cnn", "cnn-ensemble",
+                         ids=["rcnn", "rcnn-shared-state", "rcnn-2-layers", "rcnn-ensemble", "cnn", "cnn-ensemble",
                               "rcnn-plain", "rcnn-consecutive", "cnn-stride-3", "svr"])
 def test_streaming_equals_the_torch_model_on_each_window(model_cfg: ModelConfig) -> None:
     bundle = _bundle(model_cfg)

@@ -1,4 +1,5 @@
-"""The RCNN's per-joint recurrence: each joint's estimate comes from its own LSTM, during and after training."""
+"""Each joint's estimate comes from its own units (the RCNN's LSTM per joint, the CNN's part of the
+embedding), during and after training."""
 
 from __future__ import annotations
 
@@ -25,38 +26,43 @@ def _trained(cfg: ModelConfig, joints: int) -> torch.nn.Module:
 
 
 def _scramble_units(model: torch.nn.Module, units: slice) -> None:
-    """Overwrite every weight that feeds or reads the given hidden units of the LSTM."""
-    lstm, h = model.lstm, model.lstm.hidden_size
-    rows = torch.cat([torch.arange(h)[units] + g * h for g in range(4)])
+    """Overwrite every weight that feeds the given units: the LSTM's (rcnn) or the embedding's (cnn)."""
     with torch.no_grad():
-        for k in range(lstm.num_layers):
-            for name in (f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}"):
-                getattr(lstm, name)[rows] = torch.randn_like(getattr(lstm, name)[rows])
+        if hasattr(model, "lstm"):
+            lstm, h = model.lstm, model.lstm.hidden_size
+            rows = torch.cat([torch.arange(h)[units] + g * h for g in range(4)])
+            for k in range(lstm.num_layers):
+                for name in (f"weight_ih_l{k}", f"weight_hh_l{k}", f"bias_ih_l{k}", f"bias_hh_l{k}"):
+                    getattr(lstm, name)[rows] = torch.randn_like(getattr(lstm, name)[rows])
+        else:
+            embedding = model.net[-3]
+            embedding.weight[units] = torch.randn_like(embedding.weight[units])
+            embedding.bias[units] = torch.randn_like(embedding.bias[units])
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_each_joint_has_its_own_lstm_after_training(layers: int) -> None:
-    model = _trained(ModelConfig(lstm_layers=layers), joints=2)
-    assert model.lstm.hidden_size == 64
+def _change_when_joint_1_units_scrambled(cfg: ModelConfig) -> torch.Tensor:
+    model = _trained(cfg, joints=2)
     x = torch.randn(8, T, C, B)
     with torch.no_grad():
         before = model(x)
-        _scramble_units(model, slice(32, 64))  # joint 1's LSTM
-        after = model(x)
-    torch.testing.assert_close(after[:, 0], before[:, 0])  # joint 0 reads nothing of it
-    assert (after[:, 1] - before[:, 1]).abs().max() > 1e-3  # and joint 1 does: the check has teeth
+        _scramble_units(model, slice(32, 64))  # the second half: joint 1's
+        return (model(x) - before).abs().amax(dim=0)
 
 
-def test_a_shared_lstm_couples_the_joints() -> None:
-    model = _trained(ModelConfig(shared_lstm=True), joints=2)
-    x = torch.randn(8, T, C, B)
-    with torch.no_grad():
-        before = model(x)
-        _scramble_units(model, slice(32, 64))
-        after = model(x)
-    assert (after[:, 0] - before[:, 0]).abs().max() > 1e-3
+@pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(lstm_layers=2), ModelConfig(arch="cnn")],
+                         ids=["rcnn", "rcnn-2-layers", "cnn"])
+def test_each_joint_has_its_own_units_after_training(cfg: ModelConfig) -> None:
+    change = _change_when_joint_1_units_scrambled(cfg)
+    assert change[0] == 0  # joint 0 reads nothing of them
+    assert change[1] > 1e-3  # and joint 1 does: the check has teeth
+
+
+@pytest.mark.parametrize("arch", ["rcnn", "cnn"])
+def test_a_shared_state_couples_the_joints(arch: str) -> None:
+    assert _change_when_joint_1_units_scrambled(ModelConfig(arch=arch, shared_state=True))[0] > 1e-3
 
 
 def test_units_are_split_evenly_among_the_joints() -> None:
     assert build_torch_model(ModelConfig(lstm_hidden=64), C, B, 3).lstm.hidden_size == 63  # 21 per joint
     assert build_torch_model(ModelConfig(lstm_hidden=2), C, B, 3).lstm.hidden_size == 3  # at least 1 each
+    assert build_torch_model(ModelConfig(arch="cnn", embedding=64), C, B, 3).net[-1].in_features == 63

@@ -133,8 +133,8 @@ def load_bundle(path: str | Path) -> Bundle:
     cfg, fcfg = read_bundle_config(path)
     try:
         # Bundles written before these options existed were trained without them.
-        mcfg = from_dict(ModelConfig, {"batch_norm": False, "input_clip": 0.0, "history_stride": 1, "shared_lstm": True,
-                                       **cfg["model"]})
+        mcfg = from_dict(ModelConfig, {"batch_norm": False, "input_clip": 0.0, "history_stride": 1,
+                                       "shared_state": True, **cfg["model"]})
         norm = Normaliser.from_dict(cfg["normaliser"])
     except (ConfigError, KeyError, TypeError) as exc:
         raise BundleError(f"{path}: invalid configuration ({exc})") from exc

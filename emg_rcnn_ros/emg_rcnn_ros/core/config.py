@@ -60,7 +60,7 @@ class ModelConfig:
     embedding: int = 64  # per-frame CNN output fed to the LSTM
     lstm_hidden: int = 64
     lstm_layers: int = 1
-    shared_lstm: bool = False  # False: the LSTM's units are split evenly into one independent LSTM per joint
+    shared_state: bool = False  # False: each joint read from its own units (rcnn: an LSTM each; cnn: embedding)
     dropout: float = 0.2
     batch_norm: bool = True  # after each convolution
     input_clip: float = 4.0  # soft bound on normalised inputs (standard deviations); 0 = none

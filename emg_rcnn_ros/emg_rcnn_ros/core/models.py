@@ -48,29 +48,47 @@ def _conv_stack(in_planes: int, cfg: ModelConfig, channels: int, bands: int) -> 
     return stack, flat
 
 
-def _split_by_joint(lstm: nn.LSTM, head: nn.Linear, joints: int) -> None:
-    """Make one LSTM into `joints` independent ones, each reading the whole frame embedding and
-    feeding only its own joint's output: its recurrent (and deeper layers' input) weights and the
-    head become block-diagonal, and gradient masks keep them so (Adam moves a weight with zero
-    gradient and zero value nowhere). A shared state learns how the joints moved together in
-    training; people do not repeat that mix (a trial that moves both at once after trials that
-    moved one at a time), and a state per joint cannot carry it. One LSTM of the same total size
-    keeps the bundle format and the live numpy path as they are."""
-    h = lstm.hidden_size // joints
-    unit = torch.arange(lstm.hidden_size) // h  # joint of each hidden unit
-    rows = unit.repeat(4)  # gate rows i, f, g, o: each a copy of the hidden units
-    bound = h ** -0.5  # PyTorch's LSTM init for the per-joint size
-    masked = [(head.weight, (torch.arange(joints)[:, None] == unit[None, :]).float())]
-    for k in range(lstm.num_layers):
-        masked.append((getattr(lstm, f"weight_hh_l{k}"), (rows[:, None] == unit[None, :]).float()))
-        if k > 0:
-            masked.append((getattr(lstm, f"weight_ih_l{k}"), (rows[:, None] == unit[None, :]).float()))
+def _per_joint(units: int, joints: int) -> int:
+    """Units of a layer split evenly among the joints (at least one each)."""
+    return max(1, units // joints) * joints
+
+
+def _keep_blocks(p: nn.Parameter, mask: torch.Tensor) -> None:
+    """Zero `p` outside `mask` and keep it so: its gradient is masked, and Adam (weight decay
+    included) moves a weight with zero gradient and zero value nowhere."""
     with torch.no_grad():
-        for p in lstm.parameters():
-            p.uniform_(-bound, bound)
-        for p, mask in masked:
-            p.mul_(mask)
-            p.register_hook(lambda grad, m=mask: grad * m.to(grad.device))
+        p.mul_(mask)
+    p.register_hook(lambda grad: grad * mask.to(grad.device))
+
+
+def _read_each_joint_from_its_units(head: nn.Linear, joints: int) -> torch.Tensor:
+    """Head [joints, units] reading joint j only from the j-th block of units, initialised as a
+    layer of that block's size would be; returns the joint of each unit. Why: a state shared by all
+    joints learns how they moved together in training, and people do not repeat that mix (a trial
+    that moves both at once after trials that moved one at a time); a state per joint cannot carry it."""
+    unit = torch.arange(head.in_features) // (head.in_features // joints)
+    bound = (head.in_features // joints) ** -0.5
+    with torch.no_grad():
+        head.weight.uniform_(-bound, bound)
+        head.bias.uniform_(-bound, bound)
+    _keep_blocks(head.weight, (torch.arange(joints)[:, None] == unit[None, :]).float())
+    return unit
+
+
+def _split_lstm_by_joint(lstm: nn.LSTM, head: nn.Linear, joints: int) -> None:
+    """One LSTM made into `joints` independent ones, each reading the whole frame embedding and
+    feeding only its own joint: block-diagonal recurrent (and deeper layers' input) weights. One
+    LSTM of the same total size keeps the bundle format and the live numpy path as they are."""
+    unit = _read_each_joint_from_its_units(head, joints)
+    rows = unit.repeat(4)  # gate rows i, f, g, o: each a copy of the hidden units
+    with torch.no_grad():
+        for p in lstm.parameters():  # PyTorch's LSTM initialisation for the per-joint size
+            p.uniform_(-(lstm.hidden_size // joints) ** -0.5, (lstm.hidden_size // joints) ** -0.5)
+    block = (rows[:, None] == unit[None, :]).float()
+    for k in range(lstm.num_layers):
+        _keep_blocks(getattr(lstm, f"weight_hh_l{k}"), block)
+        if k > 0:
+            _keep_blocks(getattr(lstm, f"weight_ih_l{k}"), block)
 
 
 class RCNN(nn.Module):
@@ -80,12 +98,12 @@ class RCNN(nn.Module):
         super().__init__()
         conv, flat = _conv_stack(1, cfg, channels, bands)
         self.frame_cnn = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, cfg.embedding), nn.ReLU())
-        hidden = cfg.lstm_hidden if cfg.shared_lstm else max(1, cfg.lstm_hidden // joints) * joints
+        hidden = cfg.lstm_hidden if cfg.shared_state else _per_joint(cfg.lstm_hidden, joints)
         self.lstm = nn.LSTM(cfg.embedding, hidden, num_layers=cfg.lstm_layers, batch_first=True,
                             dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
         self.head = nn.Linear(hidden, joints)
-        if not cfg.shared_lstm:
-            _split_by_joint(self.lstm, self.head, joints)
+        if not cfg.shared_state:
+            _split_lstm_by_joint(self.lstm, self.head, joints)
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """[N, C, F] frames -> [N, embedding]. Training embeds each frame once and reuses it in
@@ -106,8 +124,11 @@ class CNN(nn.Module):
     def __init__(self, cfg: ModelConfig, channels: int, bands: int, joints: int) -> None:
         super().__init__()
         conv, flat = _conv_stack(cfg.history, cfg, channels, bands)
-        self.net = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, cfg.embedding), nn.ReLU(),
-                                 nn.Linear(cfg.embedding, joints))
+        units = cfg.embedding if cfg.shared_state else _per_joint(cfg.embedding, joints)
+        head = nn.Linear(units, joints)
+        if not cfg.shared_state:  # each joint read from its own part of the embedding, as in the RCNN
+            _read_each_joint_from_its_units(head, joints)
+        self.net = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, units), nn.ReLU(), head)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
