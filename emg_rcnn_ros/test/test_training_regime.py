@@ -4,8 +4,11 @@ recalibration that cannot help keeps the model as it was."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
 
 from emg_rcnn_ros.core.config import FeatureConfig, ModelConfig, TrainConfig, from_dict
 from emg_rcnn_ros.core.dataset import TARGET_SCALE_MIN, Normaliser, fold_ids, split_folds
@@ -141,6 +144,29 @@ def test_recalibration_that_only_hurts_keeps_the_model() -> None:
                                _predict(model, xs, corpus.all_ends, mcfg.offsets), atol=1e-6)
 
 
+def test_recalibration_keeps_each_joint_on_its_own_lstm() -> None:
+    """Fine-tuning a bundle's networks must keep every joint's LSTM and head apart, as training
+    did: the weights between one joint's units and another's stay exactly zero. A deep copy of the
+    bundle's model as the starting point dropped the masks that keep them so."""
+    from pathlib import Path
+
+    from emg_rcnn_ros.core.bundle import Bundle
+
+    mcfg, fcfg = ModelConfig(), FeatureConfig()
+    model, cfg = train([_session(1, 15.0)], fcfg, mcfg, TrainConfig(max_steps=10, folds=2), progress=False)
+    base = Bundle(Path("base"), cfg, fcfg, replace(mcfg, members=len(model.members)),
+                  Normaliser.from_dict(cfg["normaliser"]), model)
+    tuned, out = train([_session(2, 15.0)], fcfg, mcfg, TrainConfig(max_steps=20, folds=1), init_from=base,
+                       progress=False)
+    assert out["training"]["steps_run"] == 20
+    for member, before in zip(tuned.members, model.members):
+        assert not torch.equal(member.lstm.weight_hh_l0, before.lstm.weight_hh_l0)  # fine-tuned
+        hh, head, h = member.lstm.weight_hh_l0.detach(), member.head.weight.detach(), member.lstm.hidden_size // 2
+        assert hh.reshape(4, 2 * h, 2 * h)[:, :h, h:].abs().max() == 0  # joint 1's units never feed joint 0's
+        assert hh.reshape(4, 2 * h, 2 * h)[:, h:, :h].abs().max() == 0
+        assert head[0, h:].abs().max() == 0 and head[1, :h].abs().max() == 0
+
+
 def test_recalibration_refits_feature_statistics_only_when_every_held_out_recording_agrees() -> None:
     """Movements the model knows, with electrodes that pick up 3x the amplitude: every channel's
     log power moves by the same amount in every recording, statistics re-fitted on one win on the
@@ -149,7 +175,6 @@ def test_recalibration_refits_feature_statistics_only_when_every_held_out_record
     of one trial share its level and cannot show that it carries over (on real recordings a
     trial's level moves with its movements, and statistics re-fitted on one trial made the next
     ones worse)."""
-    from dataclasses import replace
     from pathlib import Path
 
     from emg_rcnn_ros.core.bundle import Bundle

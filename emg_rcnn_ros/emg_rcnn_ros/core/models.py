@@ -1,9 +1,10 @@
 """The three estimators compared in Xia et al. 2018, behind one shape: a window of normalised
 frames [batch, history, channels, bands] in, normalised joint angles [batch, joints] out.
 
-- rcnn: a CNN reads each frame (channels x bands as an image), an LSTM reads the sequence of frame
-  embeddings, a linear head regresses all joints at once (simultaneous, proportional).
-- cnn: the same convolutional stack with the history frames stacked as input planes, no recurrence.
+- rcnn: a CNN reads each frame (channels x bands as an image), an LSTM per joint reads the sequence
+  of frame embeddings, a linear head regresses all joints at once (simultaneous, proportional).
+- cnn: the same convolutional stack with the history frames stacked as input planes, no recurrence;
+  each joint read from its own part of the embedding.
 - svr: scikit-learn RBF SVR per joint on flattened features (last frame and history mean).
 """
 
