@@ -92,8 +92,6 @@ def test_a_recording_unlike_the_others_neither_cuts_the_budget_short_nor_leaves_
     improves on its held-out part. The folds train in lockstep, so it cannot stop the others early,
     and every member of the ensemble is trained to the chosen step. (When each fold stopped on its
     own, this fold's model was kept at step 0, untrained, and averaged into every estimate.)"""
-    from dataclasses import replace
-
     first, second = _session(1, 12.0), _session(2, 12.0)
     stranger, other = _session(3, 12.0), _session(9, 12.0)
     n = min(len(stranger.joint_time), len(other.joint_time))
