@@ -306,8 +306,10 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         def fresh() -> torch.nn.Module:
             torch.manual_seed(tcfg.seed)
             if init_from is not None:  # built anew, not deep-copied: a copy would drop the per-joint masks
-                model = build_torch_model(mcfg, C, B, J)
-                model.load_state_dict(init_from.model.state_dict())
+                old = init_from.model
+                members = len(old.members) if isinstance(old, Ensemble) else 1
+                model = build_torch_model(dataclasses.replace(mcfg, members=members), C, B, J)
+                model.load_state_dict(old.state_dict())
                 return model
             return build_torch_model(dataclasses.replace(mcfg, members=1), C, B, J)
 
