@@ -14,9 +14,10 @@ setup:
 demo: setup
 	$(VENV)/bin/emg-rcnn-ros demo
 
-## Lint and the whole test suite.
+## Lint and the whole test suite, on PYTEST_JOBS pytest-xdist workers (most tests wait on processes).
+PYTEST_JOBS ?= 2
 test: setup lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_JOBS) --dist worksteal $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

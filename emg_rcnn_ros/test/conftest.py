@@ -1,5 +1,7 @@
 """Shared fixtures. ROS isolation: every test process gets its own log dir; multi-process tests
-pick a domain id of their own (see ros_env)."""
+pick a domain id of their own (see ros_env). Under pytest-xdist each worker draws domain ids from
+its own range and runs BLAS/torch on one thread, so that workers neither cross on DDS nor
+oversubscribe the cores (the node processes they start inherit both)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,18 @@ import pytest
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session
 
 os.environ.setdefault("ROS_LOG_DIR", str(Path(__file__).resolve().parents[2] / "build" / "ros_log"))
+
+# pytest-xdist names its workers gw0, gw1, ...: one BLAS/torch thread per worker, here and in the
+# processes it starts (torch reads the variable when it first builds its thread pool).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if _WORKERS > 1:
+    from emg_rcnn_ros.nodes.process import blas_threads
+
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = "1"
+    blas_threads(1)  # numpy's BLAS is already loaded
+    os.environ["ROS_DOMAIN_ID"] = str(1 + _WORKER)  # for tests that take the process's domain
 
 
 def executable(name: str) -> str:
@@ -43,9 +57,12 @@ _domain_counter = [0]
 
 
 def fresh_domain() -> int:
-    """A ROS domain id of this test alone (0-101), so parallel runs and leftovers never cross."""
+    """A ROS domain id of this test alone (1-100), so parallel runs and leftovers never cross:
+    each xdist worker cycles through its own slice of the range, from a pid-dependent start."""
     _domain_counter[0] += 1
-    return 1 + (os.getpid() * 7 + _domain_counter[0] * 13) % 100
+    first = 1 + _WORKERS if _WORKERS > 1 else 1  # below: the workers' own process domains
+    size = (101 - first) // _WORKERS
+    return first + _WORKER * size + (os.getpid() * 7 + _domain_counter[0] * 13) % size
 
 
 @pytest.fixture
