@@ -67,8 +67,9 @@ def _read_each_joint_from_its_units(head: nn.Linear, joints: int) -> torch.Tenso
     layer of that block's size would be; returns the joint of each unit. Why: a state shared by all
     joints learns how they moved together in training, and people do not repeat that mix (a trial
     that moves both at once after trials that moved one at a time); a state per joint cannot carry it."""
-    unit = torch.arange(head.in_features) // (head.in_features // joints)
-    bound = (head.in_features // joints) ** -0.5
+    size = head.in_features // joints
+    unit = torch.arange(head.in_features) // size
+    bound = size ** -0.5
     with torch.no_grad():
         head.weight.uniform_(-bound, bound)
         head.bias.uniform_(-bound, bound)
@@ -82,9 +83,10 @@ def _split_lstm_by_joint(lstm: nn.LSTM, head: nn.Linear, joints: int) -> None:
     LSTM of the same total size keeps the bundle format and the live numpy path as they are."""
     unit = _read_each_joint_from_its_units(head, joints)
     rows = unit.repeat(4)  # gate rows i, f, g, o: each a copy of the hidden units
+    bound = (lstm.hidden_size // joints) ** -0.5  # PyTorch's LSTM initialisation for the per-joint size
     with torch.no_grad():
-        for p in lstm.parameters():  # PyTorch's LSTM initialisation for the per-joint size
-            p.uniform_(-(lstm.hidden_size // joints) ** -0.5, (lstm.hidden_size // joints) ** -0.5)
+        for p in lstm.parameters():
+            p.uniform_(-bound, bound)
     block = (rows[:, None] == unit[None, :]).float()
     for k in range(lstm.num_layers):
         _keep_blocks(getattr(lstm, f"weight_hh_l{k}"), block)
