@@ -95,13 +95,13 @@ def run_demo(a: argparse.Namespace) -> int:
 
     model = Path(a.model)
     ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.max_steps)
-    ns = "/" + a.namespace.strip("/") if a.namespace.strip("/") else ""  # rcl takes absolute namespaces only
     # The simulated amplifier streams what the model was trained on: the package's parameters with
     # the demo's rate and channel count.
     pfile = write_params(Path(a.plot).with_name("demo_params.yaml"),  # beside the plot, for the record
                          acquisition={"sample_rate": float(a.rate), "channels": int(a.channels)})
     launch = Launch("estimate", {"driver": "simulated", "model_path": str(model.resolve()), "autostart": "true",
-                                 "namespace": ns, "params_file": str(pfile)})
+                                 "namespace": a.namespace, "params_file": str(pfile)})
+    ns = launch.args["namespace"]  # made absolute by the graph, as launch_ros does
     stop = Stop()
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("emg_rcnn_demo")

@@ -34,6 +34,8 @@ def _args(overrides: dict[str, str] | None) -> dict[str, str]:
         if k not in out:
             raise ValueError(f"unknown launch argument '{k}' (known: {', '.join(sorted(out))})")
         out[k] = v
+    # rcl takes absolute namespaces only; launch_ros makes a relative one absolute: so do we.
+    out["namespace"] = "/" + out["namespace"].strip("/") if out["namespace"].strip("/") else ""
     return out
 
 

@@ -20,6 +20,16 @@ def test_estimate_graph_nodes_and_overrides() -> None:
     assert 'command_topic:=""' in node_command(nodes[2], args)  # an empty string stays a string
 
 
+@pytest.mark.parametrize(("given", "absolute"), [("left_arm", "/left_arm"), ("/left_arm/", "/left_arm"),
+                                                  ("a/b", "/a/b"), ("", ""), ("/", "")])
+def test_a_namespace_is_made_absolute_as_launch_ros_does(given: str, absolute: str) -> None:
+    """rcl refuses `-r __ns:=left_arm`; `ros2 launch ... namespace:=left_arm` works, so the runner must too."""
+    nodes, args = estimate_graph({"namespace": given})
+    assert args["namespace"] == absolute
+    cmd = node_command(nodes[0], args)
+    assert ("-r", f"__ns:={absolute}") in zip(cmd, cmd[1:]) if absolute else not any("__ns" in c for c in cmd)
+
+
 def test_unknown_launch_argument_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown launch argument 'drvier'"):
         estimate_graph({"drvier": "serial"})
