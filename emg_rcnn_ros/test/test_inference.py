@@ -70,6 +70,6 @@ def test_streaming_equals_the_torch_model_on_each_window(model_cfg: ModelConfig)
 
 def test_unknown_layers_are_refused_not_approximated() -> None:
     with pytest.raises(TypeError, match="MaxPool2d"):
-        compile_sequential(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2)), (1, C, B))
+        compile_sequential([nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2))], (1, C, B))
     with pytest.raises(TypeError, match="unsupported convolution"):
-        compile_sequential(nn.Conv2d(1, 2, 3, dilation=2), (1, C, B))
+        compile_sequential([nn.Conv2d(1, 2, 3, dilation=2)], (1, C, B))

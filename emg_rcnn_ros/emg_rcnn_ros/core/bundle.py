@@ -165,11 +165,12 @@ def load_bundle(path: str | Path) -> Bundle:
 
 class StreamingPredictor:
     """One estimate per new frame, for the live estimator, computed in numpy from the bundle's
-    weights (core/inference.py says why). For the RCNN each frame's CNN embedding is computed once
-    and kept, since a frame sits in `history` windows: an estimate costs one frame through the CNN
-    and the LSTM over the window. The last `span` frames are kept and every `history_stride`-th of
-    them, ending with the newest, makes the window. The CNN and the SVR take the stacked normalised frames. An
-    ensemble does this per member and averages. Equal to `Bundle.predict` on the same window (tests)."""
+    weights (core/inference.py says why), every member of an ensemble at once. For the RCNN each
+    frame's CNN embedding is computed once and kept, since a frame sits in `history` windows: an
+    estimate costs one frame through the CNN and the LSTM over the window. The last `span` frames
+    are kept and every `history_stride`-th of them, ending with the newest, makes the window. The
+    CNN and the SVR take the stacked normalised frames. Equal to `Bundle.predict` on the same
+    window (tests)."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
@@ -178,14 +179,15 @@ class StreamingPredictor:
         shape = (bundle.channels, int(bundle.config["bands"]))
         m = bundle.model
         members = list(m.members) if isinstance(m, Ensemble) else [m]
-        self._rcnn: list[tuple[list, LSTMLast, list]] = []
-        self._cnn: list[list] = []
-        for k in members:
-            if isinstance(k, RCNN):
-                self._rcnn.append((compile_sequential(k.frame_cnn, (1, *shape))[0], LSTMLast(k.lstm),
-                                   compile_sequential(k.head, (k.lstm.hidden_size,))[0]))
-            elif isinstance(k, CNN):
-                self._cnn.append(compile_sequential(k.net, (bundle.history, *shape))[0])
+        self._members = len(members)
+        self._rcnn: tuple[list, LSTMLast, list] | None = None
+        self._cnn: list | None = None
+        if all(isinstance(k, RCNN) for k in members):
+            self._rcnn = (compile_sequential([k.frame_cnn for k in members], (1, *shape))[0],
+                          LSTMLast([k.lstm for k in members]),
+                          compile_sequential([k.head for k in members], (members[0].lstm.hidden_size,))[0])
+        elif all(isinstance(k, CNN) for k in members):
+            self._cnn = compile_sequential([k.net for k in members], (bundle.history, *shape))[0]
 
     def reset(self) -> None:
         self.history.clear()
@@ -198,14 +200,17 @@ class StreamingPredictor:
         """Add a raw log-feature frame [C, bands]; returns joint angles [J] once the history is full."""
         x = self.bundle.normaliser.features(frame)
         # RCNN: each member's embedding of this frame [members, E]; otherwise the frame itself.
-        self.history.append(np.stack([run_layers(f, x[None]) for f, _, _ in self._rcnn]) if self._rcnn else x)
+        if self._rcnn:
+            x = run_layers(self._rcnn[0], np.broadcast_to(x, (self._members, 1, *x.shape)))
+        self.history.append(x)
         if not self.ready:
             return None
         window = np.stack(list(self.history)[:: self._stride])
         if self._rcnn:
-            y = np.mean([run_layers(head, lstm(window[:, i])) for i, (_, lstm, head) in enumerate(self._rcnn)], axis=0)
+            _, lstm, head = self._rcnn
+            y = run_layers(head, lstm(window.swapaxes(0, 1))).mean(axis=0)
         elif self._cnn:
-            y = np.mean([run_layers(net, window) for net in self._cnn], axis=0)
+            y = run_layers(self._cnn, np.broadcast_to(window, (self._members, *window.shape))).mean(axis=0)
         else:
             y = predict_normalised(self.bundle.model, window[None])[0]
         return self.bundle.normaliser.untarget(y)
