@@ -73,3 +73,7 @@ def test_unknown_layers_are_refused_not_approximated() -> None:
         compile_sequential([nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2))], (1, C, B))
     with pytest.raises(TypeError, match="unsupported convolution"):
         compile_sequential([nn.Conv2d(1, 2, 3, dilation=2)], (1, C, B))
+    with pytest.raises(TypeError, match="members differ"):  # computed together, members must be alike
+        compile_sequential([nn.Sequential(nn.Flatten(), nn.ReLU()), nn.Sequential(nn.Flatten(), nn.Tanh())], (1, C, B))
+    with pytest.raises(TypeError, match="unsupported convolution"):
+        compile_sequential([nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 3, padding=1, stride=2)], (1, C, B))
