@@ -2,7 +2,8 @@
 
     python bench/speed.py [--out runs/speed.json] [--device cuda]
 
-- inference of one estimate (batch 1, 10 frames, 8 channels) on one CPU thread, p50/p99:
+- inference of one estimate (batch 1, 10 frames, 8 channels) on one CPU thread, p50/p99, for one
+  RCNN, the default ensemble of 4 RCNNs and one CNN:
   the whole window (Bundle.predict, torch) and the live path (StreamingPredictor.push: one new
   frame, numpy), hot and paced at 50 Hz, beside the same streaming step in torch;
 - framing throughput (conditioning + Hamming STFT + bands) for 16 channels at 2 kHz, as a multiple
@@ -47,12 +48,13 @@ def _timed(step, inputs, warm: int = 50, pause: float = 0.0) -> dict:
     return percentiles(times)
 
 
-def inference(arch: str, n: int = 3000, n_paced: int = 300) -> dict:
+def inference(arch: str, members: int = 1, n: int = 3000, n_paced: int = 300) -> dict:
     """One estimate, batch 1, one thread: the whole window through torch (Bundle.predict), the live
     path (StreamingPredictor.push, numpy) and, for reference, the same streaming step in torch;
-    hot and paced at the 50 Hz frame rate."""
+    hot and paced at the 50 Hz frame rate. members > 1: an ensemble, as a trained bundle is (the
+    fold models and the final one)."""
     torch.set_num_threads(1)
-    mcfg, fcfg, C, B, J = ModelConfig(arch=arch), FeatureConfig(), 8, 24, 2
+    mcfg, fcfg, C, B, J = ModelConfig(arch=arch, members=members), FeatureConfig(), 8, 24, 2
     model = build_torch_model(mcfg, C, B, J).eval()
     norm = Normaliser(np.zeros((C, B), np.float32), np.ones((C, B), np.float32), np.zeros(J, np.float32),
                       np.ones(J, np.float32))
@@ -116,7 +118,8 @@ def main() -> None:
     a = p.parse_args()
     threadpool_limits(1)  # as in the nodes
     res = {"machine": machine(), "threads_inference": 1,
-           "inference_rcnn": inference("rcnn"), "inference_cnn": inference("cnn"), "framing": framing()}
+           "inference_rcnn": inference("rcnn"), "inference_rcnn_4_members": inference("rcnn", members=4),
+           "inference_cnn": inference("cnn"), "framing": framing()}
     if not a.skip_training:
         torch.set_num_threads(torch.get_num_threads() if a.device == "cuda" else 2)
         res["training"] = training(a.device)
