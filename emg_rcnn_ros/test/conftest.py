@@ -22,6 +22,8 @@ os.environ.setdefault("ROS_LOG_DIR", str(Path(__file__).resolve().parents[2] / "
 # processes it starts (torch reads the variable when it first builds its thread pool).
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 _WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+if _WORKERS > 32:  # each worker needs a few of the 101 usable domain ids (fresh_domain)
+    raise RuntimeError(f"{_WORKERS} pytest-xdist workers: at most 32 can share the ROS domain ids (-n 32)")
 if _WORKERS > 1:
     from emg_rcnn_ros.nodes.process import blas_threads
 
