@@ -25,7 +25,7 @@ from .dataset import Normaliser
 from .errors import BundleError, ConfigError
 from .frames import FrameLayout
 from .inference import LSTMLast, compile_sequential, run_layers
-from .models import CNN, RCNN, Ensemble, SvrModel, build_torch_model, predict_normalised
+from .models import CNN, RCNN, SvrModel, build_torch_model, members_of, predict_normalised
 
 TORCH_WEIGHTS = "weights.pt"
 SVR_WEIGHTS = "svr.pkl"
@@ -177,8 +177,7 @@ class StreamingPredictor:
         self.history: collections.deque[np.ndarray] = collections.deque(maxlen=bundle.model_cfg.span)
         self._stride = bundle.model_cfg.history_stride
         shape = (bundle.channels, int(bundle.config["bands"]))
-        m = bundle.model
-        members = list(m.members) if isinstance(m, Ensemble) else [m]
+        members = members_of(bundle.model)
         self._members = len(members)
         self._rcnn: tuple[list, LSTMLast, list] | None = None
         self._cnn: list | None = None

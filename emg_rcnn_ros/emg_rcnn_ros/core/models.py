@@ -162,6 +162,11 @@ class Ensemble(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(dim=0)
 
 
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The networks a model averages: an ensemble's members, or the network itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
 def build_torch_model(cfg: ModelConfig, channels: int, bands: int, joints: int) -> nn.Module:
     cls = {"rcnn": RCNN, "cnn": CNN}[cfg.arch]
     if cfg.members > 1:

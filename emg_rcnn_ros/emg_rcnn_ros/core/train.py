@@ -29,7 +29,7 @@ from .dataset import (
 )
 from .evaluate import metrics
 from .frames import FrameLayout
-from .models import Ensemble, SvrModel, build_torch_model, predict_normalised
+from .models import Ensemble, SvrModel, build_torch_model, members_of, predict_normalised
 from .sessions import Session, SessionError, align_sessions
 
 BLOCK = 16  # consecutive windows drawn together; they share one gain augmentation
@@ -306,10 +306,8 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         def fresh() -> torch.nn.Module:
             torch.manual_seed(tcfg.seed)
             if init_from is not None:  # built anew, not deep-copied: a copy would drop the per-joint masks
-                old = init_from.model
-                members = len(old.members) if isinstance(old, Ensemble) else 1
-                model = build_torch_model(dataclasses.replace(mcfg, members=members), C, B, J)
-                model.load_state_dict(old.state_dict())
+                model = build_torch_model(dataclasses.replace(mcfg, members=len(members_of(init_from.model))), C, B, J)
+                model.load_state_dict(init_from.model.state_dict())
                 return model
             return build_torch_model(dataclasses.replace(mcfg, members=1), C, B, J)
 
