@@ -51,7 +51,10 @@ def test_a_lost_chunk_is_concealed_and_a_long_gap_resets(ros_env, observer) -> N
             if k not in lost:
                 pub.publish(emg_array(x[k * CHUNK:(k + 1) * CHUNK], RATE, k * CHUNK, 10**9 + k * 10**7, "emg",
                                       ["a", "b", "c", "d"]))
-            time.sleep(0.002)
+            # At the amplifier's own pace (10 ms a chunk): the node's 50-chunk queue then covers
+            # 0.5 s of starvation on a loaded machine. Faster, a starved node lost runs of chunks
+            # longer than conceal_max, each another reset (4 instead of 1 in a loaded CI run).
+            time.sleep(CHUNK / RATE)
         # The dropped chunk, and any the best-effort transport lost on a loaded machine, are concealed.
         assert wait_for(lambda: int(diags.get("concealed_gaps", 0)) >= 1 and diags.get("resets") == "1", 10.0), diags
     finally:
