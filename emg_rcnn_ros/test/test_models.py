@@ -3,6 +3,9 @@ embedding), during and after training."""
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 import torch
 
@@ -12,10 +15,14 @@ from emg_rcnn_ros.core.models import build_torch_model
 C, B, T = 4, 24, 10
 
 
-def _trained(cfg: ModelConfig, joints: int) -> torch.nn.Module:
-    """A few Adam steps (with weight decay, as in training) on random windows and targets."""
+COPIES = {"built": lambda m: m, "deep-copied": copy.deepcopy, "pickled": lambda m: pickle.loads(pickle.dumps(m))}
+
+
+def _trained(cfg: ModelConfig, joints: int, copied: str = "built") -> torch.nn.Module:
+    """A few Adam steps (with weight decay, as in training) on random windows and targets, given to
+    the network as built, or to a copy of it."""
     torch.manual_seed(0)
-    model = build_torch_model(cfg, C, B, joints)
+    model = COPIES[copied](build_torch_model(cfg, C, B, joints))
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
     x, y = torch.randn(32, T, C, B), torch.randn(32, joints)
     for _ in range(10):
@@ -40,8 +47,8 @@ def _scramble_units(model: torch.nn.Module, units: slice) -> None:
             embedding.bias[units] = torch.randn_like(embedding.bias[units])
 
 
-def _change_when_joint_1_units_scrambled(cfg: ModelConfig) -> torch.Tensor:
-    model = _trained(cfg, joints=2)
+def _change_when_joint_1_units_scrambled(cfg: ModelConfig, copied: str = "built") -> torch.Tensor:
+    model = _trained(cfg, joints=2, copied=copied)
     x = torch.randn(8, T, C, B)
     with torch.no_grad():
         before = model(x)
@@ -51,8 +58,11 @@ def _change_when_joint_1_units_scrambled(cfg: ModelConfig) -> torch.Tensor:
 
 @pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig(lstm_layers=2), ModelConfig(arch="cnn")],
                          ids=["rcnn", "rcnn-2-layers", "cnn"])
-def test_each_joint_has_its_own_units_after_training(cfg: ModelConfig) -> None:
-    change = _change_when_joint_1_units_scrambled(cfg)
+@pytest.mark.parametrize("copied", list(COPIES))
+def test_each_joint_has_its_own_units_after_training(cfg: ModelConfig, copied: str) -> None:
+    """Also when a copy of the network is trained: the masks are hooks on the weights, which a copy
+    replaces."""
+    change = _change_when_joint_1_units_scrambled(cfg, copied)
     assert change[0] == 0  # joint 0 reads nothing of them
     assert change[1] > 1e-3  # and joint 1 does: the check has teeth
 

@@ -54,47 +54,45 @@ def _per_joint(units: int, joints: int) -> int:
     return max(1, units // joints) * joints
 
 
-def _keep_blocks(p: nn.Parameter, mask: torch.Tensor) -> None:
-    """Zero `p` outside `mask` and keep it so: its gradient is masked, and Adam (weight decay
-    included) moves a weight with zero gradient and zero value nowhere."""
-    with torch.no_grad():
-        p.mul_(mask)
-    p.register_hook(lambda grad: grad * mask.to(grad.device))
+class _KeepsBlocks(nn.Module):
+    """A network whose named weights are held to a block structure (one joint's units read by that
+    joint alone). The mask is applied to each weight's gradient by a hook; a hook lives on the
+    Parameter object, which a copy or an unpickled network replaces, so the masks are installed
+    again whenever the network is rebuilt from its state (copy.deepcopy, pickle)."""
+
+    def _keep_blocks(self, name: str, mask: torch.Tensor) -> None:
+        """Zero weight `name` outside `mask` and keep it so: its gradient is masked, and Adam (weight
+        decay included) moves a weight with zero gradient and zero value nowhere."""
+        with torch.no_grad():
+            self.get_parameter(name).mul_(mask)
+        self._block_masks = {**getattr(self, "_block_masks", {}), name: mask}
+        self._hook(name, mask)
+
+    def _hook(self, name: str, mask: torch.Tensor) -> None:
+        self.get_parameter(name).register_hook(lambda grad: grad * mask.to(grad.device))
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for name, mask in getattr(self, "_block_masks", {}).items():
+            self._hook(name, mask)
 
 
-def _read_each_joint_from_its_units(head: nn.Linear, joints: int) -> torch.Tensor:
+def _per_joint_head(head: nn.Linear, joints: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Head [joints, units] reading joint j only from the j-th block of units, initialised as a
-    layer of that block's size would be; returns the joint of each unit. Why: a state shared by all
-    joints learns how they moved together in training, and people do not repeat that mix (a trial
-    that moves both at once after trials that moved one at a time); a state per joint cannot carry it."""
+    layer of that block's size would be; returns the joint of each unit and the head's mask. Why: a
+    state shared by all joints learns how they moved together in training, and people do not repeat
+    that mix (a trial that moves both at once after trials that moved one at a time); a state per
+    joint cannot carry it."""
     size = head.in_features // joints
     unit = torch.arange(head.in_features) // size
     bound = size ** -0.5
     with torch.no_grad():
         head.weight.uniform_(-bound, bound)
         head.bias.uniform_(-bound, bound)
-    _keep_blocks(head.weight, (torch.arange(joints)[:, None] == unit[None, :]).float())
-    return unit
+    return unit, (torch.arange(joints)[:, None] == unit[None, :]).float()
 
 
-def _split_lstm_by_joint(lstm: nn.LSTM, head: nn.Linear, joints: int) -> None:
-    """One LSTM made into `joints` independent ones, each reading the whole frame embedding and
-    feeding only its own joint: block-diagonal recurrent (and deeper layers' input) weights. One
-    LSTM of the same total size keeps the bundle format and the live numpy path as they are."""
-    unit = _read_each_joint_from_its_units(head, joints)
-    rows = unit.repeat(4)  # gate rows i, f, g, o: each a copy of the hidden units
-    bound = (lstm.hidden_size // joints) ** -0.5  # PyTorch's LSTM initialisation for the per-joint size
-    with torch.no_grad():
-        for p in lstm.parameters():
-            p.uniform_(-bound, bound)
-    block = (rows[:, None] == unit[None, :]).float()
-    for k in range(lstm.num_layers):
-        _keep_blocks(getattr(lstm, f"weight_hh_l{k}"), block)
-        if k > 0:
-            _keep_blocks(getattr(lstm, f"weight_ih_l{k}"), block)
-
-
-class RCNN(nn.Module):
+class RCNN(_KeepsBlocks):
     embeds_frames = True  # training may embed each frame once and reuse it (see embed)
 
     def __init__(self, cfg: ModelConfig, channels: int, bands: int, joints: int) -> None:
@@ -106,7 +104,24 @@ class RCNN(nn.Module):
                             dropout=cfg.dropout if cfg.lstm_layers > 1 else 0.0)
         self.head = nn.Linear(hidden, joints)
         if not cfg.shared_state:
-            _split_lstm_by_joint(self.lstm, self.head, joints)
+            self._split_lstm_by_joint(joints)
+
+    def _split_lstm_by_joint(self, joints: int) -> None:
+        """One LSTM made into `joints` independent ones, each reading the whole frame embedding and
+        feeding only its own joint: block-diagonal recurrent (and deeper layers' input) weights. One
+        LSTM of the same total size keeps the bundle format and the live numpy path as they are."""
+        unit, head_mask = _per_joint_head(self.head, joints)
+        self._keep_blocks("head.weight", head_mask)
+        rows = unit.repeat(4)  # gate rows i, f, g, o: each a copy of the hidden units
+        bound = (self.lstm.hidden_size // joints) ** -0.5  # PyTorch's LSTM initialisation for the per-joint size
+        with torch.no_grad():
+            for p in self.lstm.parameters():
+                p.uniform_(-bound, bound)
+        block = (rows[:, None] == unit[None, :]).float()
+        for k in range(self.lstm.num_layers):
+            self._keep_blocks(f"lstm.weight_hh_l{k}", block)
+            if k > 0:
+                self._keep_blocks(f"lstm.weight_ih_l{k}", block)
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
         """[N, C, F] frames -> [N, embedding]. Training embeds each frame once and reuses it in
@@ -123,15 +138,16 @@ class RCNN(nn.Module):
         return self.recur(self.embed(x.reshape(b * t, c, f)).reshape(b, t, -1))
 
 
-class CNN(nn.Module):
+class CNN(_KeepsBlocks):
     def __init__(self, cfg: ModelConfig, channels: int, bands: int, joints: int) -> None:
         super().__init__()
         conv, flat = _conv_stack(cfg.history, cfg, channels, bands)
         units = cfg.embedding if cfg.shared_state else _per_joint(cfg.embedding, joints)
         head = nn.Linear(units, joints)
-        if not cfg.shared_state:  # each joint read from its own part of the embedding, as in the RCNN
-            _read_each_joint_from_its_units(head, joints)
+        mask = None if cfg.shared_state else _per_joint_head(head, joints)[1]  # drawn before the embedding
         self.net = nn.Sequential(conv, nn.Dropout(cfg.dropout), nn.Linear(flat, units), nn.ReLU(), head)
+        if mask is not None:  # each joint read from its own part of the embedding, as in the RCNN
+            self._keep_blocks(f"net.{len(self.net) - 1}.weight", mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
