@@ -305,7 +305,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
     else:
         def fresh() -> torch.nn.Module:
             torch.manual_seed(tcfg.seed)
-            if init_from is not None:  # the bundle's network rebuilt, each member a fresh copy of it
+            if init_from is not None:  # the bundle's networks built again, their weights loaded
                 model = build_torch_model(dataclasses.replace(mcfg, members=len(members_of(init_from.model))), C, B, J)
                 model.load_state_dict(init_from.model.state_dict())
                 return model
