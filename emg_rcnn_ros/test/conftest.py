@@ -22,15 +22,25 @@ os.environ.setdefault("ROS_LOG_DIR", str(Path(__file__).resolve().parents[2] / "
 # processes it starts (torch reads the variable when it first builds its thread pool).
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 _WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
-if _WORKERS > 32:  # each worker needs a few of the 101 usable domain ids (fresh_domain)
+if _WORKERS > 32:  # each worker needs a few of the 100 usable domain ids (fresh_domain)
     raise RuntimeError(f"{_WORKERS} pytest-xdist workers: at most 32 can share the ROS domain ids (-n 32)")
+_SLICE = 100 // _WORKERS  # domain ids 1-100, a slice of them per worker
+
+
+def _domain(k: int) -> int:
+    """The k-th domain id of this worker's slice, from a start that depends on the process: two test
+    runs on one machine at once start at different ids (a fixed id per worker would always cross)."""
+    return 1 + _WORKER * _SLICE + (os.getpid() * 7 + k * 13) % _SLICE
+
+
 if _WORKERS > 1:
     from emg_rcnn_ros.nodes.process import blas_threads
 
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = "1"
     blas_threads(1)  # numpy's BLAS is already loaded
-    os.environ["ROS_DOMAIN_ID"] = str(1 + _WORKER)  # for tests that take the process's domain
+    os.environ["ROS_DOMAIN_ID"] = str(_domain(0))  # for tests that take the process's domain
+_PROCESS_DOMAIN = int(os.environ.get("ROS_DOMAIN_ID") or 0)
 
 
 def executable(name: str) -> str:
@@ -59,12 +69,13 @@ _domain_counter = [0]
 
 
 def fresh_domain() -> int:
-    """A ROS domain id of this test alone (1-100), so parallel runs and leftovers never cross:
-    each xdist worker cycles through its own slice of the range, from a pid-dependent start."""
-    _domain_counter[0] += 1
-    first = 1 + _WORKERS if _WORKERS > 1 else 1  # below: the workers' own process domains
-    size = (101 - first) // _WORKERS
-    return first + _WORKER * size + (os.getpid() * 7 + _domain_counter[0] * 13) % size
+    """A ROS domain id of this test alone (1-100), so that an earlier test's leftovers never cross it:
+    each xdist worker cycles through its own slice of the range, skipping the process's own domain."""
+    while True:
+        _domain_counter[0] += 1
+        domain = _domain(_domain_counter[0])
+        if domain != _PROCESS_DOMAIN:
+            return domain
 
 
 @pytest.fixture
