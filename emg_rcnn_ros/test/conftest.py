@@ -69,8 +69,9 @@ _domain_counter = [0]
 
 
 def fresh_domain() -> int:
-    """A ROS domain id of this test alone (1-100), so that an earlier test's leftovers never cross it:
-    each xdist worker cycles through its own slice of the range, skipping the process's own domain."""
+    """A ROS domain id for one test (1-100), so that the leftovers of the tests before it do not cross
+    it: each xdist worker cycles through every id of its own slice (50 with two workers) before it
+    uses one again, skipping the process's own domain."""
     while True:
         _domain_counter[0] += 1
         domain = _domain(_domain_counter[0])
