@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import NoReturn
 
 STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -44,6 +45,7 @@ class _Signals:
         for sig in _SIGNALS:
             signal.signal(sig, self._handle)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+        faulthandler.enable(all_threads=True)  # a crash in native code prints every thread's stack
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.stop.is_set():
@@ -166,15 +168,22 @@ def _teardown(node, executor, spinner: threading.Thread | None, context_up: bool
         attempt("rclpy shutdown", rclpy.try_shutdown)
 
 
-def main_of(target: str) -> int:
-    """Run 'module:Class' as a node process; signals are handled before the module is imported."""
+def main_of(target: str) -> NoReturn:
+    """Run 'module:Class' as a node process; signals are handled before the module is imported.
+    The process ends with os._exit once the ordered teardown is done (the node closed, the context
+    shut down): the interpreter's finalization would then destroy rclpy's native objects in no set
+    order, beside an executor thread that may still be in a callback, and a node signalled during
+    autostart once died there with SIGSEGV in CI."""
     module, cls = target.split(":")
-    return run(lambda: getattr(importlib.import_module(module), cls)())
+    code = run(lambda: getattr(importlib.import_module(module), cls)())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def _entry(target: str) -> Callable[[], int]:
-    def main() -> int:
-        return main_of(target)
+def _entry(target: str) -> Callable[[], NoReturn]:
+    def main() -> NoReturn:
+        main_of(target)
 
     return main
 
