@@ -66,6 +66,40 @@ def test_node_stops_cleanly_while_starting(exe: str, sig: int, ros_env) -> None:
     assert "configured" not in out
 
 
+_CUT_SHORT = """
+import importlib.abc, os, signal, sys, time
+from emg_rcnn_ros.nodes.process import main_of
+
+class CutShort(importlib.abc.MetaPathFinder):
+    # The first import of rclpy receives a real SIGINT; a second one fails, as a C extension whose
+    # initialisation a signal cut short does (yaml: "partially initialized module").
+    tries = 0
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "rclpy":
+            return None
+        CutShort.tries += 1
+        if CutShort.tries > 1:
+            raise ImportError("rclpy imported again after its import was cut short")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # the handler raises here
+        return None
+
+sys.meta_path.insert(0, CutShort())
+main_of("emg_rcnn_ros.nodes.features:Features")
+"""
+
+
+def test_node_signalled_while_importing_rclpy_exits_cleanly(ros_env) -> None:
+    """A signal that lands inside rclpy's import ends the node with 0 and no traceback; the
+    teardown does not import rclpy again (found by signalling nodes at random moments)."""
+    done = subprocess.run([sys.executable, "-c", _CUT_SHORT], env=ros_env, capture_output=True, text=True,
+                          timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, (done.returncode, out)
+    assert "Traceback" not in out and "failed" not in out, out
+
+
 def _catches(pid: int, sig: int) -> bool:
     """Whether the process has a handler for `sig` (SigCgt in /proc/PID/status)."""
     try:

@@ -145,8 +145,6 @@ def _spin(executor, node, signals: _Signals) -> None:
 
 def _teardown(node, executor, spinner: threading.Thread | None, context_up: bool) -> None:
     """Each step runs even if an earlier one failed; none waits without a bound."""
-    import rclpy
-
     def attempt(what: str, fn: Callable[[], object]) -> None:
         try:
             fn()
@@ -164,7 +162,9 @@ def _teardown(node, executor, spinner: threading.Thread | None, context_up: bool
     _closed.set()
     if node is not None and (spinner is None or not spinner.is_alive()):
         attempt("destroy_node", node.destroy_node)
-    if context_up:
+    if context_up:  # rclpy was imported in full. An import that a signal cut short is not tried
+        import rclpy  # again: a C extension left half-initialised fails it (yaml: "partially initialized")
+
         attempt("rclpy shutdown", rclpy.try_shutdown)
 
 
