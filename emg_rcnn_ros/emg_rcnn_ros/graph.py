@@ -39,6 +39,12 @@ def _args(overrides: dict[str, str] | None) -> dict[str, str]:
     return out
 
 
+def lifecycle_names(specs: list[NodeSpec], namespace: str) -> list[str]:
+    """Fully qualified names of the lifecycle nodes, in start order (what autostart drives)."""
+    ns = namespace.rstrip("/")
+    return [f"{ns}/{s.name}" if ns else f"/{s.name}" for s in specs if s.lifecycle]
+
+
 def is_true(value: str) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from .graph import GRAPHS, NodeSpec
+from .graph import GRAPHS, NodeSpec, lifecycle_names
 from .share import default_params_file, executable_path
 
 
@@ -63,8 +63,7 @@ class Launch:
             raise
 
     def lifecycle_names(self) -> list[str]:
-        ns = self.args["namespace"].rstrip("/")
-        return [f"{ns}/{s.name}" if ns else f"/{s.name}" for s in self.specs if s.lifecycle]
+        return lifecycle_names(self.specs, self.args["namespace"])
 
     def exited(self) -> list[str]:
         return [f"{spec.name} (exit {p.returncode})" for spec, p in self.procs if p.poll() is not None]
@@ -100,12 +99,23 @@ class Launch:
 
 
 class Stop:
-    """SIGINT/SIGTERM set an event that the runner's loops watch (a second one changes nothing)."""
+    """SIGINT/SIGTERM set one process-wide event that the runner's loops watch (shared, so that a
+    signal before a command makes its own Stop() is not lost). After the first, both are ignored: a
+    second one (a terminal's Ctrl-C plus the one `ros2 launch` forwards) must not kill the process in
+    its teardown or in the interpreter's finalization, which resets Python's handlers to SIG_DFL."""
+
+    event = threading.Event()
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        if not Stop.event.is_set():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, Stop._handle)
+
+    @staticmethod
+    def _handle(signum: int, frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.event.set())
+            signal.signal(sig, signal.SIG_IGN)
+        Stop.event.set()
 
 
 class Stopped(Exception):  # noqa: N818 - a request, not an error

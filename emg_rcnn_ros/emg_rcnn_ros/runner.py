@@ -3,6 +3,8 @@
     emg-rcnn-ros launch estimate [name:=value ...]   same processes and parameters as
                                                      `ros2 launch emg_rcnn_ros estimate.launch.py`
     emg-rcnn-ros demo [--duration 20]                the main job: simulated amplifier -> live estimates
+    emg-rcnn-ros autostart NODE [NODE ...]           configure and activate lifecycle nodes, then exit
+                                                     (what the launch files run for autostart:=true)
 
 The runner starts each node executable as its own process with the params file and overrides
 from emg_rcnn_ros.graph, drives the lifecycle transitions when autostart:=true, stops the nodes on
@@ -11,7 +13,9 @@ SIGINT/SIGTERM (escalating per node, see launcher.py) and exits when they have."
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import NoReturn
 
 from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true
 from .launcher import Launch, Stop, Stopped, change_states, log, parse_overrides
@@ -24,7 +28,7 @@ def cmd_launch(a: argparse.Namespace) -> int:
     try:
         launch.start()
         if is_true(launch.args["autostart"]):
-            code = _autostart(launch, stop)
+            code = _autostart(launch.lifecycle_names(), stop)
         while not stop.event.wait(0.2):
             if exited := launch.exited():
                 log(f"{', '.join(exited)}: stopping the others")
@@ -35,7 +39,19 @@ def cmd_launch(a: argparse.Namespace) -> int:
     return code
 
 
-def _autostart(launch: Launch, stop: Stop) -> int:
+def cmd_autostart(a: argparse.Namespace) -> NoReturn:
+    """The launch files' autostart: a short-lived process, stopped cleanly by Ctrl-C like the nodes.
+    launch_ros's own ChangeState events wait on a client that launch destroys on Ctrl-C, and then
+    `ros2 launch` exits 1 ("cannot use Destroyable because destruction was requested"). It ends
+    with os._exit, as the nodes do: the interpreter's finalization resets the signal handlers to
+    SIG_DFL, and a Ctrl-C landing there would kill it with -2."""
+    code = _autostart(a.nodes, Stop())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _autostart(names: list[str], stop: Stop) -> int:
     """Configure and activate the lifecycle nodes; a signal meanwhile is a clean stop."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
@@ -44,7 +60,7 @@ def _autostart(launch: Launch, stop: Stop) -> int:
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("emg_rcnn_launcher", context=context)
     try:
-        change_states(node, launch.lifecycle_names(), ["configure", "activate"], stop.event)
+        change_states(node, names, ["configure", "activate"], stop.event)
         print("emg-rcnn-ros: all lifecycle nodes active", flush=True)
         return 0
     except Stopped:
@@ -68,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("graph", choices=sorted(GRAPHS))
     la.add_argument("args", nargs="*", help="name:=value")
     la.set_defaults(fn=cmd_launch)
+    au = sub.add_parser("autostart", help="configure and activate lifecycle nodes, then exit")
+    au.add_argument("nodes", nargs="+", help="fully qualified node names, e.g. /emg_acquisition")
+    au.set_defaults(fn=cmd_autostart)
     from .demo import add_parser as add_demo
 
     add_demo(sub)
@@ -75,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    Stop()  # before the imports of the parser (numpy): a Ctrl-C from now on is a clean stop
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
