@@ -46,9 +46,9 @@ def cmd_autostart(a: argparse.Namespace) -> NoReturn:
     with os._exit, as the nodes do: the interpreter's finalization resets the signal handlers to
     SIG_DFL, and a Ctrl-C landing there would kill it with -2."""
     code = _autostart(a.nodes, Stop())
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    from .nodes.process import exit_now  # here, not at the top: that module limits BLAS to one thread
+
+    exit_now(code)
 
 
 def _autostart(names: list[str], stop: Stop) -> int:
@@ -58,7 +58,8 @@ def _autostart(names: list[str], stop: Stop) -> int:
 
     context = rclpy.Context()
     rclpy.init(args=[], context=context, signal_handler_options=SignalHandlerOptions.NO)
-    node = rclpy.create_node("emg_rcnn_launcher", context=context)
+    # One name per process: two namespaced launches may autostart at the same time.
+    node = rclpy.create_node(f"emg_rcnn_launcher_{os.getpid()}", context=context)
     try:
         change_states(node, names, ["configure", "activate"], stop.event)
         print("emg-rcnn-ros: all lifecycle nodes active", flush=True)

@@ -175,7 +175,11 @@ def main_of(target: str) -> NoReturn:
     order, beside an executor thread that may still be in a callback, and a node signalled during
     autostart once died there with SIGSEGV in CI."""
     module, cls = target.split(":")
-    code = run(lambda: getattr(importlib.import_module(module), cls)())
+    exit_now(run(lambda: getattr(importlib.import_module(module), cls)()))
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush stdio and end the process without the interpreter's finalization (see main_of)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
