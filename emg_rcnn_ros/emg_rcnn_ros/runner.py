@@ -13,6 +13,7 @@ SIGINT/SIGTERM (escalating per node, see launcher.py) and exits when they have."
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 import sys
 from typing import NoReturn
@@ -45,14 +46,16 @@ def cmd_autostart(a: argparse.Namespace) -> NoReturn:
     `ros2 launch` exits 1 ("cannot use Destroyable because destruction was requested"). It ends
     with os._exit, as the nodes do: the interpreter's finalization resets the signal handlers to
     SIG_DFL, and a Ctrl-C landing there would kill it with -2."""
-    code = _autostart(a.nodes, Stop())
+    code = _autostart(a.nodes, Stop(), teardown_limit=2.0)
     from .nodes.process import exit_now  # here, not at the top: that module limits BLAS to one thread
 
     exit_now(code)
 
 
-def _autostart(names: list[str], stop: Stop) -> int:
-    """Configure and activate the lifecycle nodes; a signal meanwhile is a clean stop."""
+def _autostart(names: list[str], stop: Stop, teardown_limit: float | None = None) -> int:
+    """Configure and activate the lifecycle nodes; a signal meanwhile is a clean stop. With
+    `teardown_limit`, a native watchdog ends the process (exit 1) if destroying the node takes
+    longer: destroying rclpy entities can block in Fast DDS (see nodes/process.py _deadline_exit)."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
@@ -71,6 +74,8 @@ def _autostart(names: list[str], stop: Stop) -> int:
         stop.event.set()
         return 1
     finally:
+        if teardown_limit is not None:
+            faulthandler.dump_traceback_later(teardown_limit, exit=True)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 

@@ -100,6 +100,46 @@ def test_node_signalled_while_importing_rclpy_exits_cleanly(ros_env) -> None:
     assert "Traceback" not in out and "failed" not in out, out
 
 
+_WEDGED = """
+import ctypes, sys, types
+from emg_rcnn_ros.nodes.process import main_of
+
+def wedged():
+    from rclpy.node import Node
+
+    class Wedged(Node):
+        def destroy_node(self):
+            # A native call that blocks and keeps the GIL, as a stuck DDS entity deletion does.
+            ctypes.PyDLL(None).sleep(60)
+
+    node = Wedged("emg_wedged")
+    # Said from the executor's thread, so that the node is past its start-up when signalled.
+    once = node.create_timer(0.5, lambda: (print("ready", flush=True), once.cancel()))
+    return node
+
+sys.modules["wedge"] = types.SimpleNamespace(wedged=wedged)
+main_of("wedge:wedged")
+"""
+
+
+def test_node_whose_teardown_holds_the_gil_still_exits(ros_env) -> None:
+    """A teardown stuck in native code with the GIL held stops every Python thread, the node's own
+    deadline timer included; the native watchdog still ends the process, with exit code 1 and the
+    stack of the stuck call, long before `ros2 launch` would kill it (10 s)."""
+    proc = subprocess.Popen([sys.executable, "-c", _WEDGED], env=ros_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (proc.returncode, out)
+    assert "in destroy_node" in out, out
+    assert time.monotonic() - t < EXIT_BOUND, out
+
+
 def _catches(pid: int, sig: int) -> bool:
     """Whether the process has a handler for `sig` (SigCgt in /proc/PID/status)."""
     try:

@@ -63,8 +63,16 @@ class _Signals:
 _closed = threading.Event()  # set once the node's close() has run: a forced exit then loses nothing
 
 
+NATIVE_GRACE = 0.8  # s after the budget: the native backstop, for a teardown that holds the GIL
+
+
 def _deadline_exit(budget: float) -> None:
-    """A daemon timer that ends the process if the orderly teardown has not within `budget`."""
+    """A daemon timer that ends the process if the orderly teardown has not within `budget`.
+    Behind it, faulthandler's native watchdog ends it NATIVE_GRACE later with exit code 1 and every
+    thread's stack: a native call (rclpy into Fast DDS, e.g. destroying a service) that blocks
+    while holding the GIL stops every Python thread, this timer included, and the node would stay
+    until `ros2 launch` kills it (seen once in 42 Ctrl-Cs: silent until SIGKILL at 10 s)."""
+    faulthandler.dump_traceback_later(budget + NATIVE_GRACE, exit=True)
 
     def expire() -> None:
         print(f"[{os.path.basename(sys.argv[0])}] shutdown still running after {budget:g} s; "
