@@ -20,6 +20,7 @@ from typing import NoReturn
 
 from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true
 from .launcher import Launch, Stop, Stopped, change_states, log, parse_overrides
+from .share import prefer_udp_transport
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
@@ -56,6 +57,7 @@ def _autostart(names: list[str], stop: Stop, teardown_limit: float | None = None
     """Configure and activate the lifecycle nodes; a signal meanwhile is a clean stop. With
     `teardown_limit`, a native watchdog ends the process (exit 1) if destroying the node takes
     longer: destroying rclpy entities can block in Fast DDS (see nodes/process.py _deadline_exit)."""
+    prefer_udp_transport()
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

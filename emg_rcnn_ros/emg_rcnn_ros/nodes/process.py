@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn
 
+from ..share import prefer_udp_transport
+
 STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -100,6 +102,7 @@ def blas_threads(n: int) -> bool:
 # Before numpy or torch load a BLAS: one thread unless the user asked otherwise.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+prefer_udp_transport()
 
 
 def run(make_node: Callable[[], object]) -> int:
