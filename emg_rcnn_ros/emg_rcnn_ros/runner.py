@@ -20,7 +20,6 @@ from typing import NoReturn
 
 from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true
 from .launcher import Launch, Stop, Stopped, change_states, log, parse_overrides
-from .share import prefer_udp_transport
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
@@ -47,7 +46,7 @@ def cmd_autostart(a: argparse.Namespace) -> NoReturn:
     `ros2 launch` exits 1 ("cannot use Destroyable because destruction was requested"). It ends
     with os._exit, as the nodes do: the interpreter's finalization resets the signal handlers to
     SIG_DFL, and a Ctrl-C landing there would kill it with -2."""
-    code = _autostart(a.nodes, Stop(), teardown_limit=2.0)
+    code = _autostart(a.nodes, Stop(), teardown_limit=4.5)
     from .nodes.process import exit_now  # here, not at the top: that module limits BLAS to one thread
 
     exit_now(code)
@@ -57,7 +56,6 @@ def _autostart(names: list[str], stop: Stop, teardown_limit: float | None = None
     """Configure and activate the lifecycle nodes; a signal meanwhile is a clean stop. With
     `teardown_limit`, a native watchdog ends the process (exit 1) if destroying the node takes
     longer: destroying rclpy entities can block in Fast DDS (see nodes/process.py _deadline_exit)."""
-    prefer_udp_transport()
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 

@@ -67,12 +67,3 @@ def executable_path(name: str) -> Path:
         raise FileNotFoundError(f"executable {path} not found (is {PACKAGE} installed completely?)")
     return path
 
-
-def prefer_udp_transport() -> None:
-    """Fast DDS over UDP only, unless the user chose its transports (FASTDDS_BUILTIN_TRANSPORTS);
-    called before rclpy creates a participant. With its default shared-memory transport, when all
-    nodes stop at once, deleting a publisher or service sometimes blocks for seconds inside Fast
-    DDS while holding the GIL: 5 of 200 Ctrl-C cycles of `ros2 launch` took 2.3-4.9 s to end, one
-    with a node ended by its native watchdog (exit 1); over UDP 0 of 200, at most 1.3 s, and the
-    same live latency (README, Benchmarks). Other RMW implementations ignore the variable."""
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "UDPv4")

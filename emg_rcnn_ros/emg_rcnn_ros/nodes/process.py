@@ -26,8 +26,6 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn
 
-from ..share import prefer_udp_transport
-
 STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -65,15 +63,17 @@ class _Signals:
 _closed = threading.Event()  # set once the node's close() has run: a forced exit then loses nothing
 
 
-NATIVE_GRACE = 0.8  # s after the budget: the native backstop, for a teardown that holds the GIL
+NATIVE_GRACE = 2.7  # s after the budget: the native backstop, before `ros2 launch` escalates (5 s)
 
 
 def _deadline_exit(budget: float) -> None:
     """A daemon timer that ends the process if the orderly teardown has not within `budget`.
     Behind it, faulthandler's native watchdog ends it NATIVE_GRACE later with exit code 1 and every
-    thread's stack: a native call (rclpy into Fast DDS, e.g. destroying a service) that blocks
+    thread's stack: a native call (rclpy into Fast DDS, e.g. destroying a publisher) that blocks
     while holding the GIL stops every Python thread, this timer included, and the node would stay
-    until `ros2 launch` kills it (seen once in 42 Ctrl-Cs: silent until SIGKILL at 10 s)."""
+    until `ros2 launch` kills it (seen once in 42 Ctrl-Cs: silent until SIGKILL at 10 s). Such
+    calls usually return within a few seconds, and the timer then ends the process with 0; the
+    watchdog waits that long before it calls the stop a failure."""
     faulthandler.dump_traceback_later(budget + NATIVE_GRACE, exit=True)
 
     def expire() -> None:
@@ -102,7 +102,6 @@ def blas_threads(n: int) -> bool:
 # Before numpy or torch load a BLAS: one thread unless the user asked otherwise.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
-prefer_udp_transport()
 
 
 def run(make_node: Callable[[], object]) -> int:
