@@ -66,4 +66,3 @@ def executable_path(name: str) -> Path:
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise FileNotFoundError(f"executable {path} not found (is {PACKAGE} installed completely?)")
     return path
-
