@@ -140,15 +140,48 @@ def test_node_whose_teardown_holds_the_gil_still_exits(ros_env) -> None:
     assert time.monotonic() - t < EXIT_BOUND, out
 
 
-def _catches(pid: int, sig: int) -> bool:
-    """Whether the process has a handler for `sig` (SigCgt in /proc/PID/status)."""
+def test_node_stops_when_the_signal_lands_on_another_thread(ros_env, observer) -> None:
+    """The kernel may deliver a process's SIGINT to any thread (an executor or DDS thread); the main
+    thread must still run the handler promptly. Sent here with tgkill to each non-main thread."""
+    import ctypes
+
+    proc = _node(ros_env, "emg_features")
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigCgt:"):
+        assert wait_for(lambda: "emg_features" in observer.node.get_node_names(), 60.0), "node never appeared"
+        # Threads the kernel could pick: not the main one, SIGINT not blocked (SigBlk).
+        others = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")
+                  if int(t) != proc.pid and not _blocked(proc.pid, int(t), signal.SIGINT)]
+        assert others
+        libc = ctypes.CDLL(None, use_errno=True)
+        for tid in others:  # tgkill(2) on x86_64; the first thread still there receives it
+            if libc.syscall(234, proc.pid, tid, int(signal.SIGINT)) == 0:
+                break
+        out, _ = proc.communicate(timeout=EXIT_BOUND)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (proc.returncode, out)
+    assert "Traceback" not in out and "still running" not in out, out
+
+
+def _sig_bit(status: str, field: str, sig: int, default: bool) -> bool:
+    """Bit `sig` of a signal mask line (SigBlk, SigCgt) of a /proc status file; `default` if gone."""
+    try:
+        for line in Path(status).read_text().splitlines():
+            if line.startswith(field + ":"):
                 return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
     except OSError:
         pass
-    return False
+    return default
+
+
+def _blocked(pid: int, tid: int, sig: int) -> bool:
+    """Whether thread `tid` blocks `sig`; a thread that is gone counts as blocking it."""
+    return _sig_bit(f"/proc/{pid}/task/{tid}/status", "SigBlk", sig, True)
+
+
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for `sig`."""
+    return _sig_bit(f"/proc/{pid}/status", "SigCgt", sig, False)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -7,7 +7,7 @@ SIGINT (a terminal's Ctrl-C reaches the node and `ros2 launch` forwards another)
 mid-teardown with -2. Here the main thread owns the signals: during start-up (imports of torch,
 node construction) a signal aborts at once; once running, the executor spins in a thread and the
 main thread waits, so a signal is seen immediately and starts an ordered teardown (executor,
-node's own threads, node, context); later signals are ignored. If teardown is stuck past the
+node's own threads, node, context); later signals change nothing. If teardown is stuck past the
 budget, every thread's stack is dumped to stderr and the process exits anyway, after the node's
 `close()` (which is where a node puts what must not be lost, e.g. closing a bag).
 
@@ -36,7 +36,7 @@ class _Interrupted(BaseException):
 
 class _Signals:
     """Main-thread signal handling with three phases: starting (raise), running (set the event),
-    stopping (ignore)."""
+    stopping (nothing more)."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -48,12 +48,13 @@ class _Signals:
         faulthandler.enable(all_threads=True)  # a crash in native code prints every thread's stack
 
     def _handle(self, signum: int, frame: object) -> None:
+        # A second signal (a terminal's Ctrl-C plus the one launch forwards) returns here and
+        # changes nothing. The handler stays installed rather than SIG_IGN: a signal already
+        # received but not yet handled would then end the main thread with "OSError: Signal 15
+        # ignored due to race condition" (seen in CI). The process ends with os._exit, so the
+        # interpreter's finalization never resets the handlers under a late signal.
         if self.stop.is_set():
             return
-        # From now on both are ignored: a second Ctrl-C (terminal + launch) must not interrupt the
-        # teardown, nor the interpreter's finalization (which resets Python handlers to SIG_DFL).
-        for sig in _SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
         self.stop.set()
         _deadline_exit(STOP_BUDGET)
         if self.starting:
@@ -131,8 +132,12 @@ def run(make_node: Callable[[], object]) -> int:
         spinner = threading.Thread(target=_spin, args=(executor, node, signals), name="executor", daemon=True)
         spinner.start()
         signals.starting = False
-        if not signals.stop.is_set():
-            signals.stop.wait()
+        # In short waits: a signal that the kernel delivers to another thread (an executor or DDS
+        # thread) only flags it, and the main thread runs the handler when it next runs Python
+        # code; blocked in one long wait it did not (a node stopped only when a later SIGTERM
+        # reached the main thread, 5 s on, in CI).
+        while not signals.stop.wait(0.1):
+            pass
     except _Interrupted:
         pass
     finally:
