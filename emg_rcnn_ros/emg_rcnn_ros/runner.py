@@ -19,7 +19,7 @@ import sys
 from typing import NoReturn
 
 from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true
-from .launcher import Launch, Stop, Stopped, change_states, log, parse_overrides
+from .launcher import Launch, Stop, Stopped, change_states, exit_now, log, parse_overrides
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
@@ -40,16 +40,11 @@ def cmd_launch(a: argparse.Namespace) -> int:
     return code
 
 
-def cmd_autostart(a: argparse.Namespace) -> NoReturn:
+def cmd_autostart(a: argparse.Namespace) -> int:
     """The launch files' autostart: a short-lived process, stopped cleanly by Ctrl-C like the nodes.
     launch_ros's own ChangeState events wait on a client that launch destroys on Ctrl-C, and then
-    `ros2 launch` exits 1 ("cannot use Destroyable because destruction was requested"). It ends
-    with os._exit, as the nodes do: the interpreter's finalization resets the signal handlers to
-    SIG_DFL, and a Ctrl-C landing there would kill it with -2."""
-    code = _autostart(a.nodes, Stop(), teardown_limit=4.5)
-    from .nodes.process import exit_now  # here, not at the top: that module limits BLAS to one thread
-
-    exit_now(code)
+    `ros2 launch` exits 1 ("cannot use Destroyable because destruction was requested")."""
+    return _autostart(a.nodes, Stop(), teardown_limit=4.5)
 
 
 def _autostart(names: list[str], stop: Stop, teardown_limit: float | None = None) -> int:
@@ -99,15 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Every command ends with exit_now: its signal handler stays installed to the end (launcher.Stop)."""
     Stop()  # before the imports of the parser (numpy): a Ctrl-C from now on is a clean stop
     args = build_parser().parse_args(argv)
     try:
-        return args.fn(args)
+        code = args.fn(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"emg-rcnn-ros {args.cmd}: error: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    exit_now(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

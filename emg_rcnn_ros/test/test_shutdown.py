@@ -1,6 +1,7 @@
 """Stopping, with real processes: every node exits cleanly (exit 0, no traceback) on SIGINT or
 SIGTERM, while starting and while running, also when the signal comes twice (a terminal's Ctrl-C
-plus the launcher's); the runner stops cleanly when signalled during autostart; a node that
+plus the launcher's); the runner stops cleanly when signalled during autostart, and takes two
+signals received together as one; a node that
 ignores SIGINT is named, stack-dumped and terminated by the runner.
 
 Exit times are bounded loosely here (a loaded CI machine); bench/stop.py measures them."""
@@ -166,6 +167,32 @@ def test_node_stops_when_the_signal_lands_on_another_thread(ros_env, observer) -
         proc.kill()
     assert proc.returncode == 0, (proc.returncode, out)
     assert "Traceback" not in out and "still running" not in out, out
+
+
+_BOTH_PENDING = """
+import os, signal, time
+from emg_rcnn_ros.launcher import Stop, exit_now
+Stop()
+both = {signal.SIGINT, signal.SIGTERM}
+signal.pthread_sigmask(signal.SIG_BLOCK, both)  # as if the main thread were in a long native call
+os.kill(os.getpid(), signal.SIGINT)
+os.kill(os.getpid(), signal.SIGTERM)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both now received, neither handled yet
+time.sleep(0.2)
+print("stopped" if Stop.event.is_set() else "running", flush=True)
+os.kill(os.getpid(), signal.SIGINT)  # one more, as the process ends
+exit_now(0)
+"""
+
+
+def test_runner_takes_two_signals_received_together_as_one_stop() -> None:
+    """The runner and the autostart helper (launcher.Stop): SIGINT and SIGTERM both received before
+    the first is handled (`ros2 launch` escalates while the main thread is in a native call) are one
+    stop request, and a signal as the process ends changes nothing; no "OSError: Signal 15 ignored
+    due to race condition", no death by signal."""
+    done = subprocess.run([sys.executable, "-c", _BOTH_PENDING], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done
+    assert done.stdout.strip() == "stopped" and "Traceback" not in done.stderr, done
 
 
 def _sig_bit(status: str, field: str, sig: int, default: bool) -> bool:

@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn
 
+from ..launcher import exit_now
+
 STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -191,13 +193,6 @@ def main_of(target: str) -> NoReturn:
     autostart once died there with SIGSEGV in CI."""
     module, cls = target.split(":")
     exit_now(run(lambda: getattr(importlib.import_module(module), cls)()))
-
-
-def exit_now(code: int) -> NoReturn:
-    """Flush stdio and end the process without the interpreter's finalization (see main_of)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def _entry(target: str) -> Callable[[], NoReturn]:
