@@ -149,29 +149,72 @@ def change_states(node, names: list[str], transitions: list[str], stop: threadin
         executor.shutdown(timeout_sec=0)
 
 
-def _change_state(node, executor, name: str, transitions: list[str], stop: threading.Event, timeout: float) -> None:
-    from lifecycle_msgs.msg import Transition
-    from lifecycle_msgs.srv import ChangeState
+ASK_AFTER = 5.0  # s without an answer to a transition before asking the node's state
 
-    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE}
-    client = node.create_client(ChangeState, f"{name}/change_state")
+
+def _change_state(node, executor, name: str, transitions: list[str], stop: threading.Event, timeout: float) -> None:
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    clients = [node.create_client(kind, f"{name}/{srv}") for kind, srv in ((ChangeState, "change_state"),
+                                                                           (GetState, "get_state"))]
     try:
         deadline = time.monotonic() + timeout
-        while not client.wait_for_service(timeout_sec=0.1):
-            if stop.is_set():
-                raise Stopped
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name}: lifecycle service not available after {timeout:g} s")
-        for t in transitions:
-            fut = client.call_async(ChangeState.Request(transition=Transition(id=ids[t])))
-            deadline = time.monotonic() + timeout
-            while not fut.done():
+        for client in clients:
+            while not client.wait_for_service(timeout_sec=0.1):
                 if stop.is_set():
                     raise Stopped
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name}: transition '{t}' got no answer in {timeout:g} s")
-                executor.spin_until_future_complete(fut, timeout_sec=0.1)
-            if not fut.result().success:
-                raise RuntimeError(f"{name}: transition '{t}' failed (see that node's log)")
+                    raise RuntimeError(f"{name}: lifecycle service not available after {timeout:g} s")
+        for t in transitions:
+            _transition(executor, *clients, name, t, stop, timeout)
     finally:
-        node.destroy_client(client)
+        for client in clients:
+            node.destroy_client(client)
+
+
+def _transition(executor, change, get, name: str, t: str, stop: threading.Event, timeout: float) -> None:
+    """One transition that survives a lost request or answer. Fast DDS drops a service's answer
+    when it has not matched the client's reader within 100 ms (rclpy only warns "failed to send
+    response (timeout)"), which a loaded machine just after discovery can cause: the transition
+    happened and the caller waited for nothing (an autostart stuck for 60 s, once in 40 start-ups
+    under bench/stop.py). So after ASK_AFTER s without an answer, ask the node's state: at the goal,
+    done; still at the start, send the request again; in between (a slow transition), wait on. A
+    failed answer is checked the same way, as it may answer a repeated request."""
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    tid, start, goal = {"configure": (Transition.TRANSITION_CONFIGURE, State.PRIMARY_STATE_UNCONFIGURED,
+                                      State.PRIMARY_STATE_INACTIVE),
+                        "activate": (Transition.TRANSITION_ACTIVATE, State.PRIMARY_STATE_INACTIVE,
+                                     State.PRIMARY_STATE_ACTIVE)}[t]
+    deadline = time.monotonic() + timeout
+    pending = [change.call_async(ChangeState.Request(transition=Transition(id=tid)))]
+    while True:
+        answer = _answer(pending, executor, stop, min(ASK_AFTER, deadline - time.monotonic()))
+        if answer is not None and answer.success:
+            return
+        got = _answer([get.call_async(GetState.Request())], executor, stop, ASK_AFTER)
+        state = got.current_state.id if got is not None else None
+        if state == goal:
+            return
+        if answer is not None:
+            raise RuntimeError(f"{name}: transition '{t}' failed (see that node's log)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: transition '{t}' got no answer in {timeout:g} s")
+        if state == start:
+            pending.append(change.call_async(ChangeState.Request(transition=Transition(id=tid))))
+
+
+def _answer(futures: list, executor, stop: threading.Event, limit: float):
+    """The first answer among `futures` (removed from the list) within `limit` s, else None."""
+    end = time.monotonic() + max(limit, 0.0)
+    while True:
+        for fut in futures:
+            if fut.done():
+                futures.remove(fut)
+                return fut.result()
+        if stop.is_set():
+            raise Stopped
+        if time.monotonic() >= end:
+            return None
+        executor.spin_once(timeout_sec=0.1)
