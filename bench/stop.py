@@ -6,7 +6,9 @@ Each cycle starts `ros2 launch emg_rcnn_ros estimate.launch.py autostart:=true` 
 own and sends SIGINT to its process group, as a terminal's Ctrl-C does. Even cycles stop once
 estimates flow; odd cycles stop at a random moment in the first 12 s (during start-up and
 autostart). Counted per cycle: the exit code, nodes that launch reports as died, nodes that launch
-had to escalate (SIGTERM/SIGKILL), tracebacks, and the time from SIGINT to the whole group gone.
+had to escalate (SIGTERM/SIGKILL), tracebacks, service answers rclpy could not send ("failed to send
+response", which the autostart recovers from), and the time from SIGINT to the whole group gone.
+The output's tail is kept in the JSON for every cycle that failed.
 Needs ros2 on PATH (a ROS 2 install, or `source .venv/ros2-tools/env.sh`) for --launcher ros2."""
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def cycle(cmd: list[str], env: dict[str, str], stop_at: float | None, observer) 
             "died": text.count("process has died"), "escalated": escalated,
             "killed_by_runner": text.count("did not exit"), "tracebacks": text.count("Traceback"),
             "clean": text.count("process has finished cleanly"), "group_gone_s": round(gone, 3),
+            "lost_answers": text.count("failed to send response"),
             "tail": text[-1500:] if code or "process has died" in text or "Traceback" in text else ""}
 
 
@@ -125,9 +128,9 @@ def main() -> int:
                "nodes_died": sum(r["died"] for r in results), "escalations": sum(r["escalated"] for r in results),
                "killed_by_runner": sum(r["killed_by_runner"] for r in results),
                "tracebacks": sum(r["tracebacks"] for r in results),
+               "lost_answers": sum(r["lost_answers"] for r in results),
                "group_gone_s": {"median": float(np.median(gone)), "max": float(gone.max())}}
-    emit({"machine": machine(), "summary": summary, "cycles": [{k: v for k, v in r.items() if k != "tail"}
-                                                              for r in results]}, a.out)
+    emit({"machine": machine(), "summary": summary, "cycles": results}, a.out)
     return 0
 
 

@@ -83,8 +83,8 @@ class CutShort(importlib.abc.MetaPathFinder):
         CutShort.tries += 1
         if CutShort.tries > 1:
             raise ImportError("rclpy imported again after its import was cut short")
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)  # the handler raises here
+        os.kill(os.getpid(), signal.SIGINT)  # the handler raises as this returns
+        time.sleep(5)
         return None
 
 sys.meta_path.insert(0, CutShort())
@@ -100,6 +100,39 @@ def test_node_signalled_while_importing_rclpy_exits_cleanly(ros_env) -> None:
     out = done.stdout + done.stderr
     assert done.returncode == 0, (done.returncode, out)
     assert "Traceback" not in out and "failed" not in out, out
+
+
+_CONVERTED = """
+import importlib.abc, os, signal, sys, time
+from emg_rcnn_ros.nodes.process import main_of
+
+class Converts(importlib.abc.MetaPathFinder):
+    # rclpy's import receives a real SIGINT, and turns the interruption into ImportError, as a
+    # C extension's initialisation (pybind11) does.
+    def find_spec(self, name, path=None, target=None):
+        if name != "rclpy":
+            return None
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler raises here
+            time.sleep(5)
+        except BaseException as exc:
+            raise ImportError("initialization failed") from exc
+        return None
+
+sys.meta_path.insert(0, Converts())
+main_of("emg_rcnn_ros.nodes.features:Features")
+"""
+
+
+def test_node_signalled_while_a_c_extension_initialises_exits_cleanly(ros_env) -> None:
+    """A signal whose interruption an extension's import turns into ImportError is still a clean
+    stop (exit 0, no traceback); found as "ImportError: initialization failed" from scipy, then
+    death by the second SIGINT (-2), under bench/stop.py."""
+    done = subprocess.run([sys.executable, "-c", _CONVERTED], env=ros_env, capture_output=True, text=True,
+                          timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, (done.returncode, out)
+    assert "Traceback" not in out and "start-up interrupted" in out, out
 
 
 _WEDGED = """

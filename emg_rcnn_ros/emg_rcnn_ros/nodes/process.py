@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -142,6 +143,13 @@ def run(make_node: Callable[[], object]) -> int:
             pass
     except _Interrupted:
         pass
+    except Exception as exc:
+        if not signals.stop.is_set():
+            raise
+        # Stopped while starting, and the interruption came back as another exception: a C
+        # extension's initialisation (pybind11, e.g. scipy's HiGHS) turns it into "ImportError:
+        # initialization failed" (a node signalled 3.5 s after `ros2 launch`, bench/stop.py).
+        print(f"[{os.path.basename(sys.argv[0])}] start-up interrupted ({exc!r})", file=sys.stderr, flush=True)
     finally:
         signals.starting = False
         _teardown(node, executor, spinner, context_up)
@@ -190,9 +198,16 @@ def main_of(target: str) -> NoReturn:
     The process ends with os._exit once the ordered teardown is done (the node closed, the context
     shut down): the interpreter's finalization would then destroy rclpy's native objects in no set
     order, beside an executor thread that may still be in a callback, and a node signalled during
-    autostart once died there with SIGSEGV in CI."""
+    autostart once died there with SIGSEGV in CI. An exception that escapes is printed and ends the
+    process (1) the same way: finalization also resets the signal handlers to SIG_DFL, and a second
+    Ctrl-C then killed a node with -2."""
     module, cls = target.split(":")
-    exit_now(run(lambda: getattr(importlib.import_module(module), cls)()))
+    try:
+        code = run(lambda: getattr(importlib.import_module(module), cls)())
+    except BaseException:  # noqa: BLE001 - reported; the process still ends by exit_now
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
 
 
 def _entry(target: str) -> Callable[[], NoReturn]:
