@@ -71,7 +71,7 @@ def cycle(cmd: list[str], env: dict[str, str], stop_at: float | None, observer) 
             "killed_by_runner": text.count("did not exit"), "tracebacks": text.count("Traceback"),
             "clean": text.count("process has finished cleanly"), "group_gone_s": round(gone, 3),
             "lost_answers": text.count("failed to send response"),
-            "tail": text[-1500:] if code or "process has died" in text or "Traceback" in text else ""}
+            "tail": text[-4000:] if code or "process has died" in text or "Traceback" in text else ""}
 
 
 class Observer:

@@ -91,7 +91,8 @@ def run_demo(a: argparse.Namespace) -> int:
     from rclpy.signals import SignalHandlerOptions
 
     from .core.evaluate import metrics, plot
-    from .launcher import Launch, Stop, Stopped, change_states
+    from .launcher import Launch, Stopped, change_states
+    from .stopping import Stop
 
     model = Path(a.model)
     ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.max_steps)

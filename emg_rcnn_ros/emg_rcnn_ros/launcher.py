@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import NoReturn
 
 from .graph import GRAPHS, NodeSpec, lifecycle_names
 from .share import default_params_file, executable_path
@@ -98,34 +96,6 @@ class Launch:
             log(f"{name} exited with {code}")
         worst = max((abs(code) for _, code in bad), default=0)
         return max(worst, 1) if escalated else worst
-
-
-class Stop:
-    """SIGINT/SIGTERM set one process-wide event that the runner's loops watch (shared, so that a
-    signal before a command makes its own Stop() is not lost). Later signals (a terminal's Ctrl-C
-    plus the one `ros2 launch` forwards) change nothing. The handler stays installed rather than
-    switching to SIG_IGN: with both SIGINT and SIGTERM received before the first was handled (the
-    main thread in a long native call), SIG_IGN would end the main thread with "OSError: Signal 15
-    ignored due to race condition", as it did a node in CI. A process that uses Stop ends with
-    exit_now: the interpreter's finalization resets Python's handlers to SIG_DFL, and a late
-    Ctrl-C there would kill it with -2."""
-
-    event = threading.Event()
-
-    def __init__(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, Stop._handle)
-
-    @staticmethod
-    def _handle(signum: int, frame: object) -> None:
-        Stop.event.set()
-
-
-def exit_now(code: int) -> NoReturn:
-    """Flush stdio and end the process without the interpreter's finalization (see Stop)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 class Stopped(Exception):  # noqa: N818 - a request, not an error

@@ -12,14 +12,18 @@ SIGINT/SIGTERM (escalating per node, see launcher.py) and exits when they have."
 
 from __future__ import annotations
 
-import argparse
-import faulthandler
-import os
-import sys
-from typing import NoReturn
+from .stopping import Stop, exit_now
 
-from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true
-from .launcher import Launch, Stop, Stopped, change_states, exit_now, log, parse_overrides
+Stop()  # the console script imports this module first: from here on a Ctrl-C is a clean stop
+
+import argparse  # noqa: E402
+import faulthandler  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from typing import NoReturn  # noqa: E402
+
+from .graph import GRAPHS, LAUNCH_ARGUMENTS, is_true  # noqa: E402
+from .launcher import Launch, Stopped, change_states, log, parse_overrides  # noqa: E402
 
 
 def cmd_launch(a: argparse.Namespace) -> int:
@@ -95,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Every command ends with exit_now: its signal handler stays installed to the end (launcher.Stop)."""
-    Stop()  # before the imports of the parser (numpy): a Ctrl-C from now on is a clean stop
+    """Every command ends with exit_now: its signal handler stays installed to the end (stopping.Stop)."""
     args = build_parser().parse_args(argv)
     try:
         code = args.fn(args)

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from ..launcher import exit_now
+from ..stopping import exit_now
 
 STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,11 +38,12 @@ class _Interrupted(BaseException):
 
 
 class _Signals:
-    """Main-thread signal handling with three phases: starting (raise), running (set the event),
-    stopping (nothing more)."""
+    """Main-thread signal handling with four phases: importing (exit at once), starting (raise),
+    running (set the event), stopping (nothing more)."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
+        self.importing = True  # nothing started yet: no context, no node
         self.starting = True
         self.failed = False  # the executor died: exit non-zero
         for sig in _SIGNALS:
@@ -59,6 +60,10 @@ class _Signals:
         if self.stop.is_set():
             return
         self.stop.set()
+        if self.importing:
+            # Nothing to close yet: end here rather than raise into an import that may not survive
+            # it (torch's or scipy's extensions initialising; bench/stop.py, Ctrl-C 1-4 s after start).
+            exit_now(0)
         _deadline_exit(STOP_BUDGET)
         if self.starting:
             raise _Interrupted
@@ -108,8 +113,9 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 
-def run(make_node: Callable[[], object]) -> int:
+def run(make_node: Callable[[], object] | str) -> int:
     """Spin `make_node()` until SIGINT/SIGTERM, then shut down in order. Returns the exit code.
+    A 'module:Class' is imported first, before rclpy starts: a signal until then ends the process.
 
     BLAS is limited to one thread: the nodes work on small arrays per message, and OpenBLAS's
     spinning worker threads would otherwise burn a core each and add jitter to every callback."""
@@ -123,6 +129,10 @@ def run(make_node: Callable[[], object]) -> int:
         from rclpy.signals import SignalHandlerOptions
 
         blas_threads(1)
+        if isinstance(make_node, str):
+            module, cls = make_node.split(":")
+            make_node = getattr(importlib.import_module(module), cls)
+        signals.importing = False
         rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
         context_up = True
         node = make_node()
@@ -201,9 +211,8 @@ def main_of(target: str) -> NoReturn:
     autostart once died there with SIGSEGV in CI. An exception that escapes is printed and ends the
     process (1) the same way: finalization also resets the signal handlers to SIG_DFL, and a second
     Ctrl-C then killed a node with -2."""
-    module, cls = target.split(":")
     try:
-        code = run(lambda: getattr(importlib.import_module(module), cls)())
+        code = run(target)
     except BaseException:  # noqa: BLE001 - reported; the process still ends by exit_now
         traceback.print_exc()
         code = 1
