@@ -95,7 +95,17 @@ def run_demo(a: argparse.Namespace) -> int:
     from .stopping import Stop
 
     model = Path(a.model)
-    ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.max_steps)
+    stop = Stop()
+    Stop.interrupt = True  # training the demo's model, when there is none, takes minutes: Ctrl-C ends it
+    try:
+        if stop.event.is_set():
+            raise KeyboardInterrupt
+        ensure_model(model, a.rate, a.channels, a.calibration_seconds, a.max_steps)
+    except KeyboardInterrupt:
+        print("demo: stopped before going live", file=sys.stderr)
+        return 0
+    finally:
+        Stop.interrupt = False
     # The simulated amplifier streams what the model was trained on: the package's parameters with
     # the demo's rate and channel count.
     pfile = write_params(Path(a.plot).with_name("demo_params.yaml"),  # beside the plot, for the record
@@ -103,7 +113,6 @@ def run_demo(a: argparse.Namespace) -> int:
     launch = Launch("estimate", {"driver": "simulated", "model_path": str(model.resolve()), "autostart": "true",
                                  "namespace": a.namespace, "params_file": str(pfile)})
     ns = launch.args["namespace"]  # made absolute by the graph, as launch_ros does
-    stop = Stop()
     rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("emg_rcnn_demo")
     mon = Monitor(node, ns)

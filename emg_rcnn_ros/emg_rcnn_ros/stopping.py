@@ -22,6 +22,7 @@ class Stop:
     Ctrl-C there would kill it with -2."""
 
     event = threading.Event()
+    interrupt = False  # also raise KeyboardInterrupt: a long computation with nothing to save is under way
 
     def __init__(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -29,7 +30,10 @@ class Stop:
 
     @staticmethod
     def _handle(signum: int, frame: object) -> None:
+        first = not Stop.event.is_set()
         Stop.event.set()
+        if first and Stop.interrupt:
+            raise KeyboardInterrupt
 
 
 def exit_now(code: int) -> NoReturn:
