@@ -146,8 +146,8 @@ def _transition(executor, change, get, name: str, t: str, stop: threading.Event,
     """One transition that survives a lost request or answer. Fast DDS drops a service's answer
     when it has not matched the client's reader within 100 ms (rclpy only warns "failed to send
     response (timeout)"), which a loaded machine just after discovery can cause: the transition
-    happened and the caller waited for nothing (an autostart stuck for 60 s, once in 40 start-ups
-    under bench/stop.py). So after ASK_AFTER s without an answer, ask the node's state: at the goal,
+    happens and the caller waits for nothing (the likely cause of an autostart stuck for 60 s, once
+    in 40 start-ups under bench/stop.py). So after ASK_AFTER s without an answer, ask the node's state: at the goal,
     done; still at the start, send the request again; in between (a slow transition), wait on. A
     failed answer is checked the same way, as it may answer a repeated request."""
     from lifecycle_msgs.msg import State, Transition

@@ -48,6 +48,14 @@ def _stop_and_check(proc: subprocess.Popen, sig: int, twice: bool) -> str:
     return out
 
 
+def _exits_cleanly(script: str, env: dict[str, str]) -> str:
+    """Run a Python script as a process; it must exit 0. Returns its output."""
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, (done.returncode, out)
+    return out
+
+
 @pytest.mark.parametrize("exe", ["emg_acquisition", "emg_features", "emg_estimator", "emg_trainer"])
 def test_node_stops_cleanly_while_running(exe: str, ros_env, observer, tmp_path: Path) -> None:
     proc = _node(ros_env, exe, "--ros-args", "-p", f"data_dir:={tmp_path}" if exe == "emg_trainer" else "x:=0")
@@ -95,10 +103,7 @@ main_of("emg_rcnn_ros.nodes.features:Features")
 def test_node_signalled_while_importing_rclpy_exits_cleanly(ros_env) -> None:
     """A signal that lands inside rclpy's import ends the node with 0 and no traceback; the
     teardown does not import rclpy again (found by signalling nodes at random moments)."""
-    done = subprocess.run([sys.executable, "-c", _CUT_SHORT], env=ros_env, capture_output=True, text=True,
-                          timeout=60)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, (done.returncode, out)
+    out = _exits_cleanly(_CUT_SHORT, ros_env)
     assert "Traceback" not in out and "failed" not in out, out
 
 
@@ -124,10 +129,7 @@ def test_node_signalled_while_a_c_extension_initialises_exits_cleanly(ros_env) -
     """A signal whose interruption an extension's initialisation turns into ImportError is still a
     clean stop (exit 0, no traceback); found as "ImportError: initialization failed" from scipy,
     then death by the second SIGINT (-2), under bench/stop.py."""
-    done = subprocess.run([sys.executable, "-c", _CONVERTED], env=ros_env, capture_output=True, text=True,
-                          timeout=60)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, (done.returncode, out)
+    out = _exits_cleanly(_CONVERTED, ros_env)
     assert "Traceback" not in out and "start-up interrupted" in out, out
 
 
@@ -156,10 +158,7 @@ main_of("emg_rcnn_ros.nodes.features:Features")
 def test_node_signalled_while_importing_its_module_exits_at_once(ros_env) -> None:
     """Before rclpy starts there is nothing to close, so a signal ends the process there and then
     (exit 0), and nothing is raised into the import (bench/stop.py: a node importing torch died)."""
-    done = subprocess.run([sys.executable, "-c", _FRAGILE_IMPORT], env=ros_env, capture_output=True, text=True,
-                          timeout=60)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, (done.returncode, out)
+    out = _exits_cleanly(_FRAGILE_IMPORT, ros_env)
     assert "Traceback" not in out and "Fatal" not in out, out
 
 
@@ -251,9 +250,8 @@ def test_runner_takes_two_signals_received_together_as_one_stop() -> None:
     the first is handled (`ros2 launch` escalates while the main thread is in a native call) are one
     stop request, and a signal as the process ends changes nothing; no "OSError: Signal 15 ignored
     due to race condition", no death by signal."""
-    done = subprocess.run([sys.executable, "-c", _BOTH_PENDING], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done
-    assert done.stdout.strip() == "stopped" and "Traceback" not in done.stderr, done
+    out = _exits_cleanly(_BOTH_PENDING, dict(os.environ))
+    assert out.strip() == "stopped", out
 
 
 def _sig_bit(status: str, field: str, sig: int, default: bool) -> bool:
