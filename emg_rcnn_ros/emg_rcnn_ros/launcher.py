@@ -147,9 +147,10 @@ def _transition(executor, change, get, name: str, t: str, stop: threading.Event,
     when it has not matched the client's reader within 100 ms (rclpy only warns "failed to send
     response (timeout)"), which a loaded machine just after discovery can cause: the transition
     happens and the caller waits for nothing (the likely cause of an autostart stuck for 60 s, once
-    in 40 start-ups under bench/stop.py). So after ASK_AFTER s without an answer, ask the node's state: at the goal,
-    done; still at the start, send the request again; in between (a slow transition), wait on. A
-    failed answer is checked the same way, as it may answer a repeated request."""
+    in 40 start-ups under bench/stop.py). So after ASK_AFTER s without an answer, ask the node's
+    state: at the goal, done; still at the start, send the request again; in between (a slow
+    transition), wait on. A failed answer is checked the same way, as it may answer a repeated
+    request."""
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
