@@ -136,6 +136,10 @@ def run(make_node: Callable[[], object] | str) -> int:
         rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
         context_up = True
         node = make_node()
+        # Built: from here a signal only sets the event, and the wait below ends at once. Raised
+        # into rclpy's constructors it left a half-built executor whose __del__ printed a traceback
+        # (CI, a node signalled as soon as it appeared).
+        signals.starting = False
         # Everything allocated so far (torch, numpy, messages' type support) lives for the whole
         # run: freezing it keeps the cyclic GC's full collections short on the message path.
         gc.collect()
@@ -144,7 +148,6 @@ def run(make_node: Callable[[], object] | str) -> int:
         executor.add_node(node)
         spinner = threading.Thread(target=_spin, args=(executor, node, signals), name="executor", daemon=True)
         spinner.start()
-        signals.starting = False
         # In short waits: a signal that the kernel delivers to another thread (an executor or DDS
         # thread) only flags it, and the main thread runs the handler when it next runs Python
         # code; blocked in one long wait it did not (a node stopped only when a later SIGTERM
