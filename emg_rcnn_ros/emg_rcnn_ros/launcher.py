@@ -12,11 +12,11 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from .graph import GRAPHS, NodeSpec, lifecycle_names
 from .share import default_params_file, executable_path
+from .stopping import Flag
 
 
 def node_command(spec: NodeSpec, args: dict[str, str]) -> list[str]:
@@ -102,7 +102,7 @@ class Stopped(Exception):  # noqa: N818 - a request, not an error
     """The runner was asked to stop while it was waiting."""
 
 
-def change_states(node, names: list[str], transitions: list[str], stop: threading.Event,
+def change_states(node, names: list[str], transitions: list[str], stop: Flag,
                   timeout: float = 60.0) -> None:
     """Drive lifecycle transitions through each node's change_state service. Raises RuntimeError
     on failure and Stopped as soon as `stop` is set. The caller's rclpy must not own the signals
@@ -122,7 +122,7 @@ def change_states(node, names: list[str], transitions: list[str], stop: threadin
 ASK_AFTER = 5.0  # s without an answer to a transition before asking the node's state
 
 
-def _change_state(node, executor, name: str, transitions: list[str], stop: threading.Event, timeout: float) -> None:
+def _change_state(node, executor, name: str, transitions: list[str], stop: Flag, timeout: float) -> None:
     from lifecycle_msgs.srv import ChangeState, GetState
 
     clients = [node.create_client(kind, f"{name}/{srv}") for kind, srv in ((ChangeState, "change_state"),
@@ -142,7 +142,7 @@ def _change_state(node, executor, name: str, transitions: list[str], stop: threa
             node.destroy_client(client)
 
 
-def _transition(executor, change, get, name: str, t: str, stop: threading.Event, timeout: float) -> None:
+def _transition(executor, change, get, name: str, t: str, stop: Flag, timeout: float) -> None:
     """One transition that survives a lost request or answer. Fast DDS drops a service's answer
     when it has not matched the client's reader within 100 ms (rclpy only warns "failed to send
     response (timeout)"), which a loaded machine just after discovery can cause: the transition
@@ -176,7 +176,7 @@ def _transition(executor, change, get, name: str, t: str, stop: threading.Event,
             pending.append(change.call_async(ChangeState.Request(transition=Transition(id=tid))))
 
 
-def _answer(futures: list, executor, stop: threading.Event, limit: float):
+def _answer(futures: list, executor, stop: Flag, limit: float):
     """The first answer among `futures` (removed from the list) within `limit` s, else None."""
     end = time.monotonic() + max(limit, 0.0)
     while True:

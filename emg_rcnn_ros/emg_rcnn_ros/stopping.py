@@ -4,15 +4,41 @@ that its handlers are in place as early as possible."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
-import threading
+import time
 from typing import NoReturn
 
 
+class Flag:
+    """A stop request that a signal handler may set: a bool, no lock. threading.Event is not safe
+    there: its set() holds the event's lock while it runs, and a second signal (a terminal's Ctrl-C
+    plus the one `ros2 launch` or the runner forwards) handled inside the first handler's set()
+    called set() again on the same thread and waited for that lock forever (bench/stop.py, the
+    runner: an estimator hung until SIGKILL). Waiting polls in short sleeps, between which the
+    main thread runs its handlers."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """Up to `timeout` seconds; True as soon as the flag is set."""
+        end = time.monotonic() + timeout
+        while not self._set and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.02))
+        return self._set
+
+
 class Stop:
-    """SIGINT/SIGTERM set one process-wide event that the runner's loops watch (shared, so that a
+    """SIGINT/SIGTERM set one process-wide Flag that the runner's loops watch (shared, so that a
     signal before a command makes its own Stop() is not lost). Later signals (a terminal's Ctrl-C
     plus the one `ros2 launch` forwards) change nothing. The handler stays installed rather than
     switching to SIG_IGN: with both SIGINT and SIGTERM received before the first was handled (the
@@ -21,7 +47,7 @@ class Stop:
     exit_now: the interpreter's finalization resets Python's handlers to SIG_DFL, and a late
     Ctrl-C there would kill it with -2."""
 
-    event = threading.Event()
+    event = Flag()
     interrupt = False  # also raise KeyboardInterrupt: a long computation with nothing to save is under way
 
     def __init__(self) -> None:
@@ -38,6 +64,8 @@ class Stop:
 
 def exit_now(code: int) -> NoReturn:
     """Flush stdio and end the process without the interpreter's finalization (see Stop)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        # RuntimeError: a handler that cut into a write of this stream cannot flush it; ValueError: closed.
+        with contextlib.suppress(OSError, RuntimeError, ValueError):
+            stream.flush()
     os._exit(code)

@@ -5,12 +5,12 @@ first answer it would send."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from emg_rcnn_ros.launcher import ASK_AFTER, change_states
+from emg_rcnn_ros.stopping import Flag
 
 from .conftest import Observer
 
@@ -65,7 +65,7 @@ def test_autostart_survives_a_lost_transition_answer(ros_env, observer) -> None:
     try:
         t = time.monotonic()
         # Shorter than the default 60 s, and longer than ASK_AFTER: waiting for the lost answer fails.
-        change_states(caller, ["/flaky"], ["configure", "activate"], threading.Event(), timeout=3 * ASK_AFTER)
+        change_states(caller, ["/flaky"], ["configure", "activate"], Flag(), timeout=3 * ASK_AFTER)
         took = time.monotonic() - t
     finally:
         caller.destroy_node()

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from ..stopping import exit_now
+from ..stopping import Flag, exit_now
 
 STOP_BUDGET = 1.8  # s from the first signal to the process exit, whatever happens
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -39,10 +39,10 @@ class _Interrupted(BaseException):
 
 class _Signals:
     """Main-thread signal handling with four phases: importing (exit at once), starting (raise),
-    running (set the event), stopping (nothing more)."""
+    running (set the flag), stopping (nothing more)."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
+        self.stop = Flag()  # set by the handler: no lock there (see Flag)
         self.importing = True  # nothing started yet: no context, no node
         self.starting = True
         self.failed = False  # the executor died: exit non-zero
@@ -56,7 +56,9 @@ class _Signals:
         # changes nothing. The handler stays installed rather than SIG_IGN: a signal already
         # received but not yet handled would then end the main thread with "OSError: Signal 15
         # ignored due to race condition" (seen in CI). The process ends with os._exit, so the
-        # interpreter's finalization never resets the handlers under a late signal.
+        # interpreter's finalization never resets the handlers under a late signal. Nothing here
+        # takes a lock (a signal handled inside this handler would wait for it forever): the main
+        # thread arms the shutdown deadline once it sees the flag.
         if self.stop.is_set():
             return
         self.stop.set()
@@ -64,7 +66,6 @@ class _Signals:
             # Nothing to close yet: end here rather than raise into an import that may not survive
             # it (torch's or scipy's extensions initialising; bench/stop.py, Ctrl-C 1-4 s after start).
             exit_now(0)
-        _deadline_exit(STOP_BUDGET)
         if self.starting:
             raise _Interrupted
 
@@ -75,14 +76,22 @@ _closed = threading.Event()  # set once the node's close() has run: a forced exi
 NATIVE_GRACE = 2.7  # s after the budget: the native backstop, before `ros2 launch` escalates (5 s)
 
 
+_armed = False
+
+
 def _deadline_exit(budget: float) -> None:
-    """A daemon timer that ends the process if the orderly teardown has not within `budget`.
+    """Once per process (later calls change nothing), a daemon timer that ends the process if the
+    orderly teardown has not within `budget`.
     Behind it, faulthandler's native watchdog ends it NATIVE_GRACE later with exit code 1 and every
     thread's stack: a native call (rclpy into Fast DDS, e.g. destroying a publisher) that blocks
     while holding the GIL stops every Python thread, this timer included, and the node would stay
     until `ros2 launch` kills it (seen once in 42 Ctrl-Cs: silent until SIGKILL at 10 s). Such
     calls usually return within a few seconds, and the timer then ends the process with 0; the
     watchdog waits that long before it calls the stop a failure."""
+    global _armed
+    if _armed:
+        return
+    _armed = True
     faulthandler.dump_traceback_later(budget + NATIVE_GRACE, exit=True)
 
     def expire() -> None:
@@ -136,7 +145,7 @@ def run(make_node: Callable[[], object] | str) -> int:
         rclpy.init(args=sys.argv, signal_handler_options=SignalHandlerOptions.NO)
         context_up = True
         node = make_node()
-        # Built: from here a signal only sets the event, and the wait below ends at once. Raised
+        # Built: from here a signal only sets the flag, and the wait below ends at once. Raised
         # into rclpy's constructors it left a half-built executor whose __del__ printed a traceback
         # (CI, a node signalled as soon as it appeared).
         signals.starting = False
@@ -165,6 +174,7 @@ def run(make_node: Callable[[], object] | str) -> int:
         print(f"[{os.path.basename(sys.argv[0])}] start-up interrupted ({exc!r})", file=sys.stderr, flush=True)
     finally:
         signals.starting = False
+        _deadline_exit(STOP_BUDGET)
         _teardown(node, executor, spinner, context_up)
     return 1 if signals.failed else 0
 
