@@ -80,14 +80,14 @@ _armed = False
 
 
 def _deadline_exit(budget: float) -> None:
-    """Once per process (later calls change nothing), a daemon timer that ends the process if the
-    orderly teardown has not within `budget`.
-    Behind it, faulthandler's native watchdog ends it NATIVE_GRACE later with exit code 1 and every
-    thread's stack: a native call (rclpy into Fast DDS, e.g. destroying a publisher) that blocks
-    while holding the GIL stops every Python thread, this timer included, and the node would stay
-    until `ros2 launch` kills it (seen once in 42 Ctrl-Cs: silent until SIGKILL at 10 s). Such
-    calls usually return within a few seconds, and the timer then ends the process with 0; the
-    watchdog waits that long before it calls the stop a failure."""
+    """A daemon timer that ends the process if the orderly teardown has not within `budget`, armed once
+    per process (later calls change nothing). Behind it, faulthandler's native watchdog ends it
+    NATIVE_GRACE later with exit code 1 and every thread's stack: a native call (rclpy into Fast
+    DDS, e.g. destroying a publisher) that blocks while holding the GIL stops every Python thread,
+    this timer included, and the node would stay until `ros2 launch` kills it (seen once in 42
+    Ctrl-Cs: silent until SIGKILL at 10 s). Such calls usually return within a few seconds, and the
+    timer then ends the process with 0; the watchdog waits that long before it calls the stop a
+    failure."""
     global _armed
     if _armed:
         return
