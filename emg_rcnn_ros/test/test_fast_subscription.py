@@ -1,6 +1,6 @@
 """FastSubscription, the nodes' latency-critical input: real rclpy, real messages. It honours the
 owner's namespace and remapping, delivers in order, runs the batch and idle hooks when it should,
-survives a failing callback, and delivers nothing once closed."""
+survives a failing callback, delivers nothing once closed, and leaves its subscription until destroyed."""
 
 from __future__ import annotations
 
@@ -59,4 +59,9 @@ def test_delivery_hooks_and_close(observer) -> None:
         pub.publish(Int64(data=i))
     time.sleep(0.3)
     assert max(got) < 100
+    # close() leaves the DDS entities to destroy(): a stopping node closes first, destroys last
+    assert pub.get_subscription_count() == 1
+    fs.destroy()
+    fs.destroy()  # once is enough; again is harmless
+    assert wait_for(lambda: pub.get_subscription_count() == 0, 10.0)
     owner.destroy_node()

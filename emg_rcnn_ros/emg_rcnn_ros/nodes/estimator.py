@@ -187,7 +187,7 @@ class Estimator(LifecycleNode):
 
     @guarded
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.close()
+        self._drop_input()
         return super().on_deactivate(state)
 
     @guarded
@@ -203,18 +203,29 @@ class Estimator(LifecycleNode):
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
         """Safe state: no input, no commands, ERROR on diagnostics; the node ends unconfigured."""
-        self.close()
+        self._drop_input()
         self.diag.set(ERROR, "error processing: commands stopped")
         self.get_logger().error("error processing: input closed, commands stopped")
         return TransitionCallbackReturn.SUCCESS
 
     def close(self) -> None:
+        """No estimate and no command after this returns. The input's helper node stays until
+        destroy_node, so that a stop never waits on DDS before it has closed what matters."""
         self.active = False
         if self.data is not None:
             self.data.close()
-            self.data = None
         if self.shaper is not None:
             self.shaper.reset()
+
+    def _drop_input(self) -> None:
+        self.close()
+        if self.data is not None:
+            self.data.destroy()
+            self.data = None
+
+    def destroy_node(self) -> None:
+        self._drop_input()
+        super().destroy_node()
 
     # device state ----------------------------------------------------------------------------
     def _on_measured(self, msg: JointState) -> None:

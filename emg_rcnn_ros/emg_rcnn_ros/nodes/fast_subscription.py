@@ -42,7 +42,7 @@ class FastSubscription:
                          parameter_overrides=[Parameter("start_type_description_service", value=False)])
         self.sub = self.node.create_subscription(msg_type, owner.resolve_topic_name(topic), lambda _: None, qos)
         self._wake = self.node.create_guard_condition(lambda: None)
-        self._running = True
+        self._running = self._node_up = True
         self._thread = threading.Thread(target=self._loop, name=f"{owner.get_name()}_data", daemon=True)
         self._thread.start()
 
@@ -78,9 +78,17 @@ class FastSubscription:
                     self.owner.get_logger().error(f"{self.sub.topic_name}: {exc!r}", throttle_duration_sec=1.0)
 
     def close(self) -> None:
-        """Stop the thread; no callback runs after this returns."""
+        """Stop the thread; no callback runs after this returns. The helper node stays until
+        destroy(): destroying DDS entities can stall for seconds in Fast DDS, and a process that is
+        stopping has then already closed everything that matters (process.py's shutdown deadline)."""
         self._running = False
-        if threading.current_thread() is not self._thread:
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._wake.trigger()
             self._thread.join()  # bounded: the wait times out every POLL_NS at most
-        self.node.destroy_node()
+
+    def destroy(self) -> None:
+        """close(), then destroy the helper node and its subscription (once)."""
+        self.close()
+        if self._node_up:
+            self._node_up = False
+            self.node.destroy_node()

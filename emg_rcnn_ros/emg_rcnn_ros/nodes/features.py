@@ -74,7 +74,12 @@ class Features(Node):
         self.data = FastSubscription(self, EmgArray, "emg/raw", raw_qos, self._on_emg)  # last: it starts at once
 
     def close(self) -> None:
+        """No frame is published after this returns; the input's helper node goes in destroy_node."""
         self.data.close()
+
+    def destroy_node(self) -> None:
+        self.data.destroy()
+        super().destroy_node()
 
     def _feature_config(self) -> FeatureConfig:
         """The bundle's settings when model_path names a readable bundle, else the parameters
