@@ -29,7 +29,7 @@ class FeatureConfig:
     mains_hz: float = 50.0  # 50 (Europe/Asia) or 60 (Americas); 0 disables the notch
     mains_harmonics: int = 3  # notch the fundamental and this many harmonics in total
     notch_q: float = 30.0
-    window: float = 0.085  # Hamming window length (s); README: why 85 ms
+    window: float = 0.08  # Hamming window length (s); a whole number of hops, so frames end on the hop grid (README)
     hop: float = 0.02  # frame period (s): one estimate per hop
     bands: int = 24  # FFT bins between band_low and band_high pooled into this many bands
     log_floor: float = 1e-14  # V^2 added before the log so silence stays finite
