@@ -76,7 +76,7 @@ _closed = threading.Event()  # set once the node's close() has run: a forced exi
 NATIVE_GRACE = 2.7  # s after the budget: the native backstop, before `ros2 launch` escalates (5 s)
 
 
-_armed = False
+_arming = threading.Lock()  # taken once, never released: the deadline is armed once per process
 
 
 def _deadline_exit(budget: float) -> None:
@@ -88,10 +88,8 @@ def _deadline_exit(budget: float) -> None:
     Ctrl-Cs: silent until SIGKILL at 10 s). Such calls usually return within a few seconds, and the
     timer then ends the process with 0; the watchdog waits that long before it calls the stop a
     failure."""
-    global _armed
-    if _armed:
+    if not _arming.acquire(blocking=False):  # atomic test-and-set: two threads may stop at once
         return
-    _armed = True
     faulthandler.dump_traceback_later(budget + NATIVE_GRACE, exit=True)
 
     def expire() -> None:
