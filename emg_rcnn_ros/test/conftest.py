@@ -253,7 +253,9 @@ def run_live(observer: Observer, env: dict[str, str], model: Path, seconds: floa
     observer.node.create_subscription(JointState, "emg/ground_truth", keep(truth), 100)
     run = Launched(env, "autostart:=true", f"model_path:={model}")
     try:
-        assert wait_for(lambda: len(est) > 0, 60.0), run.text()
+        # Both streams matched before the measured seconds: estimates from before the first truth
+        # message could only be scored against a guess of it (a loaded machine discovers late).
+        assert wait_for(lambda: len(est) > 0 and len(truth) > 0, 60.0), run.text()
         est.clear()
         time.sleep(seconds)
         got = list(est)
@@ -268,7 +270,8 @@ def live_metrics(got: list, truth: list) -> dict:
 
     from emg_rcnn_ros.core.evaluate import metrics
 
-    stamps = np.array([e[0] for e in got])
     ts, ty = np.array([t[0] for t in truth]), np.array([t[2] for t in truth])
+    got = [e for e in got if ts[0] <= e[0] <= ts[-1]]  # only where the truth is known, not extrapolated
+    stamps = np.array([e[0] for e in got])
     true_at = np.stack([np.interp(stamps, ts, ty[:, j]) for j in range(ty.shape[1])], axis=1)
     return metrics(true_at, np.array([e[2] for e in got]), got[0][3])
