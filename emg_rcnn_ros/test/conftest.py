@@ -271,7 +271,9 @@ def live_metrics(got: list, truth: list) -> dict:
     from emg_rcnn_ros.core.evaluate import metrics
 
     ts, ty = np.array([t[0] for t in truth]), np.array([t[2] for t in truth])
-    got = [e for e in got if ts[0] <= e[0] <= ts[-1]]  # only where the truth is known, not extrapolated
+    known = [e for e in got if ts[0] <= e[0] <= ts[-1]]  # only where the truth is known, not extrapolated
+    assert len(known) >= 0.8 * len(got), f"{len(got) - len(known)} of {len(got)} estimates outside the truth's span"
+    got = known
     stamps = np.array([e[0] for e in got])
     true_at = np.stack([np.interp(stamps, ts, ty[:, j]) for j in range(ty.shape[1])], axis=1)
     return metrics(true_at, np.array([e[2] for e in got]), got[0][3])
