@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emg_rcnn_ros.core.config import FeatureConfig
+from emg_rcnn_ros.core.frames import FrameLayout
 from emg_rcnn_ros.core.sim import SimConfig, simulate_session
 from emg_rcnn_ros.share import executable_path
 
@@ -64,7 +65,7 @@ def test_a_lost_chunk_is_concealed_and_a_long_gap_resets(ros_env, observer) -> N
     # Read against the sample index of each frame's last sample, so that a frame the observer's
     # best-effort subscription loses on a loaded machine cannot fail the test.
     seq = np.unique(frames)
-    window = int(FeatureConfig().window * RATE)  # the default window: a reset waits for a whole new one
+    window = FrameLayout.build(FeatureConfig(), RATE).window_n  # the default window: a reset waits for a new one
     assert np.all(np.diff(seq[seq < 90 * CHUNK]) % HOP == 0)  # one hop grid through the concealed chunk
     # Frames continue over the lost chunk (samples 800-819); a reset would leave none before 1219.
     assert len(seq[(seq >= 40 * CHUNK) & (seq < 40 * CHUNK + 4 * HOP)]) >= 2, seq
