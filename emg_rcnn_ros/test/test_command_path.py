@@ -105,7 +105,10 @@ def _split(data: np.ndarray, starts: list[list[float]]) -> list[np.ndarray]:
     at_start = np.zeros(len(data), bool)
     for m in starts:
         at_start |= np.all(data == np.array(m), axis=1)
-    cut = [i for i in range(1, len(data)) if at_start[i] and not at_start[i - 1]]
+    # A start right after another start at a different position is a restart too: a run stopped after
+    # its first command (stale measured state, then an input stop) restarts where the device now is.
+    cut = [i for i in range(1, len(data))
+           if at_start[i] and (not at_start[i - 1] or not np.array_equal(data[i], data[i - 1]))]
     return np.split(data, cut)
 
 
