@@ -30,6 +30,8 @@ DATA = ROOT.parent / "shared" / "realdata"
 WITHIN = {"BEN_441": ([1, 2, 3], [4]), "BEN_442": ([1, 2, 3], [4]), "YAO_441": ([1, 2], [4]),
           "YAO_442": ([1, 2, 3], [4])}
 ACROSS = {"BEN": "BEN", "YAO": "YAO"}
+# Same person, electrodes placed again: (first session, later session).
+PAIRS = [("BEN_401", "BEN_402"), ("YAO_401", "YAO_402"), ("BEN_441", "BEN_442"), ("YAO_441", "YAO_442")]
 
 
 def files(session: str, trials: list[int]) -> list[str]:

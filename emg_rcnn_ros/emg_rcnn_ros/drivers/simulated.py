@@ -26,7 +26,9 @@ def parse_fault(text: str, channels: int) -> tuple[str, int] | None:
 def apply_fault(emg: np.ndarray, first: int, rate: float, fault: tuple[str, int] | None) -> np.ndarray:
     """The electrode faults a real recording shows, on one channel of simulated samples: an offset
     that drives the amplifier into its rails (+-2 mV here) with the signal riding on it, a dead flat
-    input, a disconnected input (amplifier noise only, 0.3 uV) and mains hum that swamps it (5 mV)."""
+    input, a disconnected input (amplifier noise only, 0.3 uV) and mains hum that swamps it: 5 mV
+    at 50 Hz with the odd harmonics a lifted, high-impedance electrode picks up (150, 250, 350 Hz), which
+    a notch at 50/100/150 Hz does not all remove."""
     if fault is None:
         return emg
     kind, c = fault
@@ -40,7 +42,8 @@ def apply_fault(emg: np.ndarray, first: int, rate: float, fault: tuple[str, int]
         out[:, c] = np.random.default_rng(first).normal(0.0, 3e-7, n)
     elif kind == "mains":
         t = (first + np.arange(n)) / rate
-        out[:, c] += 5e-3 * np.sin(2 * np.pi * 50.0 * t)
+        out[:, c] += 5e-3 * sum(a * np.sin(2 * np.pi * 50.0 * k * t) for k, a in ((1, 1.0), (3, 0.4), (5, 0.25),
+                                                                                   (7, 0.15)))
     return out
 
 

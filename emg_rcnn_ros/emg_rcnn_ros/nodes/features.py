@@ -46,7 +46,10 @@ class Features(Node):
             "flat_ptp": "signal quality: peak-to-peak below this is a flat line (V)",
             "off_rms": "signal quality: 20-450 Hz RMS below this is an electrode off (V)",
             "jump_volts": "signal quality: a baseline step larger than this within a window is an electrode off (V)",
-            "mains_ratio": "signal quality: share of 20-450 Hz power at mains (and 3rd harmonic) that flags hum",
+            "mains_ratio": "signal quality: share of the notched signal's 20-450 Hz power on mains lines that "
+                           "flags hum (what the notch leaves) ...",
+            "mains_volts": "signal quality: ... and above this RMS on the mains lines (V)",
+            "mains_window": "signal quality: seconds of notched signal the mains test reads (resolution 1/this Hz)",
         }
         qdefaults = QualityConfig()
         for k, desc in qdesc.items():
@@ -135,8 +138,9 @@ class Features(Node):
         """Push samples that follow the stream's last one; publish the frames they complete."""
         self.expected += len(x)
         self.last_sample = x[-1:]
-        self.quality.push(x)
-        feats, ends = self.extractor.process(x)
+        conditioned = self.extractor.conditioner.process(x)
+        self.quality.push(x, conditioned)
+        feats, ends = self.extractor.framer.push(conditioned)
         if not len(ends):
             return
         t0 = to_ns(msg.header.stamp) - int(round((msg.sequence - self.base) * 1e9 / key[0]))  # stamp of sample 0
