@@ -12,6 +12,7 @@ NODES = {
     "emg_acquisition": "emg_rcnn_ros.nodes.process:acquisition",
     "emg_features": "emg_rcnn_ros.nodes.process:features",
     "emg_estimator": "emg_rcnn_ros.nodes.process:estimator",
+    "emg_command": "emg_rcnn_ros.nodes.process:command",
     "emg_trainer": "emg_rcnn_ros.nodes.process:trainer",
 }
 TOOLS = {

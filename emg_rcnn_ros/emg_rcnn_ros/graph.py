@@ -14,7 +14,9 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "params_file": ("", "parameter YAML; empty = the package's config/emg_rcnn_ros.yaml"),
     "namespace": ("", "namespace of every node and topic, e.g. /left_arm"),
     "autostart": ("false", "configure and activate the lifecycle nodes at start (off for hardware)"),
-    "command_topic": ("", "publish Float64MultiArray commands here (e.g. a forward_position_controller)"),
+    "command_topic": ("", "start emg_command, publishing commands here (e.g. /forward_position_controller/commands); "
+                          "empty: no commands"),
+    "command_type": ("position", "emg_command: position (Float64MultiArray) or trajectory (JointTrajectory)"),
     "subject": ("subject01", "subject id for recordings (record.launch.py)"),
     "ground_truth_topic": ("emg/ground_truth", "JointState topic with measured angles (record.launch.py)"),
 }
@@ -50,14 +52,16 @@ def is_true(value: str) -> bool:
 
 
 def estimate_graph(overrides: dict[str, str] | None = None) -> tuple[list[NodeSpec], dict[str, str]]:
-    """acquisition -> features -> estimator."""
+    """acquisition -> features -> estimator [-> command, when command_topic is set]."""
     a = _args(overrides)
     nodes = [
         NodeSpec("emg_acquisition", "emg_acquisition", True, {"driver": a["driver"], "port": a["port"]}),
         NodeSpec("emg_features", "emg_features", False, {"model_path": a["model_path"]}),
-        NodeSpec("emg_estimator", "emg_estimator", True,
-                 {"model_path": a["model_path"], "command_topic": a["command_topic"]}),
+        NodeSpec("emg_estimator", "emg_estimator", True, {"model_path": a["model_path"]}),
     ]
+    if a["command_topic"]:
+        nodes.append(NodeSpec("emg_command", "emg_command", True,
+                              {"command_topic": a["command_topic"], "command_type": a["command_type"]}))
     return nodes, a
 
 

@@ -17,7 +17,11 @@ def test_estimate_graph_nodes_and_overrides() -> None:
     assert cmd[1:5] == ["--ros-args", "-r", "__node:=emg_acquisition", "--params-file"]
     assert cmd[6:8] == ["-r", "__ns:=/left"]
     assert '-p' in cmd and 'driver:="openbci_cyton"' in cmd
-    assert 'command_topic:=""' in node_command(nodes[2], args)  # an empty string stays a string
+    nodes, args = estimate_graph({"command_topic": "/arm/commands", "command_type": "trajectory"})
+    assert [n.name for n in nodes][-1] == "emg_command" and nodes[-1].lifecycle  # what reaches the motor
+    assert 'command_topic:="/arm/commands"' in node_command(nodes[-1], args)
+    assert 'command_type:="trajectory"' in node_command(nodes[-1], args)
+    assert "emg_command" not in [n.name for n in estimate_graph({"command_topic": ""})[0]]
 
 
 @pytest.mark.parametrize(("given", "absolute"), [("left_arm", "/left_arm"), ("/left_arm/", "/left_arm"),

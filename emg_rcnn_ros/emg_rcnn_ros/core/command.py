@@ -49,6 +49,15 @@ class CommandShaper:
         self._v = np.zeros_like(self.lower)
         self._target = None
 
+    def resume(self, last: np.ndarray | None, measured: np.ndarray, tolerance: float) -> np.ndarray:
+        """Start again after a stop: from the last command sent when the device agrees with it (every
+        joint within `tolerance`), so a short input stop does not snap the command back to where a
+        lagging device happens to be; else from the measured position. At rest either way."""
+        m = np.asarray(measured, float)
+        if last is not None and m.shape == np.shape(last) and np.all(np.abs(m - last) <= tolerance):
+            return self.start(last)
+        return self.start(m)
+
     def start(self, measured: np.ndarray) -> np.ndarray:
         """Begin at the device's measured position, at rest. Raises ValueError if it is not finite
         or outside the limits (a command there would break them; moving it in would be a jump)."""
@@ -84,3 +93,33 @@ class CommandShaper:
         self._y = np.clip(self._y + v * P, self.lower, self.upper)
         self._v = v
         return self._y.copy()
+
+
+class TrackingMonitor:
+    """Latches when the device does not follow: the measured position stays more than `max_error`
+    (rad, any joint) from the last command for longer than `hold` seconds. Once latched it stays
+    latched until reset(): re-ramping into a device that does not move builds a saw-tooth."""
+
+    def __init__(self, max_error: float, hold: float) -> None:
+        if not (max_error > 0 and hold >= 0):
+            raise ValueError(f"need max_error > 0 and hold >= 0, got {max_error}, {hold}")
+        self.max_error, self.hold = float(max_error), float(hold)
+        self.reset()
+
+    def reset(self) -> None:
+        self.latched = False
+        self.since: float | None = None  # when the error first exceeded max_error
+        self.error = 0.0
+
+    def update(self, now: float, command: np.ndarray, measured: np.ndarray) -> bool:
+        """Feed the last command and the measured position at `now` (s, monotonic); True once latched."""
+        if self.latched:
+            return True
+        self.error = float(np.max(np.abs(np.asarray(measured, float) - np.asarray(command, float))))
+        if self.error <= self.max_error:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+        elif now - self.since > self.hold:
+            self.latched = True
+        return self.latched

@@ -113,7 +113,7 @@ class Acquisition(LifecycleNode):
                     return SetParametersResult(successful=False, reason=str(exc))
                 if isinstance(self.source, SimulatedSource):
                     self.source.fault = fault
-                    self.get_logger().warn(f"simulated electrode fault: {p.value or 'none'}")
+                    self.get_logger().warning(f"simulated electrode fault: {p.value or 'none'}")
         return SetParametersResult(successful=True)
 
     def _on_fault(self) -> None:

@@ -94,7 +94,7 @@ class Features(Node):
                 self.get_logger().info(f"feature settings from the bundle {path}")
                 return cfg
             except BundleError as exc:
-                self.get_logger().warn(f"cannot read feature settings ({exc}); using parameters")
+                self.get_logger().warning(f"cannot read feature settings ({exc}); using parameters")
         try:
             return from_dict(FeatureConfig, {k: param(self, k) for k in to_dict(FeatureConfig())})
         except ConfigError as exc:
@@ -106,7 +106,7 @@ class Features(Node):
             x = emg_samples(msg)
         except ValueError as exc:
             self.bad += 1
-            self.get_logger().warn(str(exc), throttle_duration_sec=5.0)
+            self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
             return
         key = (float(msg.sample_rate), x.shape[1])
         gap = int(msg.sequence) - self.expected if key == self.key else 0
@@ -115,13 +115,13 @@ class Features(Node):
             # instead of restarting, which would cost a whole window of estimates. Counted and logged.
             self.concealed += 1
             self.concealed_samples += gap
-            self.get_logger().warn(f"{gap} samples lost before sequence {msg.sequence}: concealed",
+            self.get_logger().warning(f"{gap} samples lost before sequence {msg.sequence}: concealed",
                                    throttle_duration_sec=1.0)
             self._frames(np.repeat(self.last_sample, gap, axis=0), msg, key)
         if key != self.key or msg.sequence != self.expected:
             if self.key is not None:
                 self.resets += 1
-                self.get_logger().warn(f"stream reset: sequence {msg.sequence} (expected {self.expected}), "
+                self.get_logger().warning(f"stream reset: sequence {msg.sequence} (expected {self.expected}), "
                                        f"{key[1]} channels at {key[0]:g} Hz", throttle_duration_sec=1.0)
             try:
                 self.extractor = FeatureExtractor(self.cfg, key[0], key[1])

@@ -240,4 +240,5 @@ def _entry(target: str) -> Callable[[], NoReturn]:
 acquisition = _entry("emg_rcnn_ros.nodes.acquisition:Acquisition")
 features = _entry("emg_rcnn_ros.nodes.features:Features")
 estimator = _entry("emg_rcnn_ros.nodes.estimator:Estimator")
+command = _entry("emg_rcnn_ros.nodes.command:Command")
 trainer = _entry("emg_rcnn_ros.nodes.trainer:Trainer")
