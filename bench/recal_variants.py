@@ -56,6 +56,7 @@ def job(cache: Path, seed: int, pair: tuple[str, str], variants: list[dict]) -> 
     src, dst = pair
     base = load_bundle(base_model(cache, seed, src))
     calib = [load_session(p) for p in files(dst, [1])]
+    source = [load_session(p) for p in sorted(str(p) for p in DATA.glob(f"raw_S2WA_{src}_ICA_*.npz"))]
     test = [load_session(p) for p in files(dst, [2, 3, 4])]
     before = evaluate_sessions(base, test)[0]["mean"]["r2"]
     rows = []
@@ -63,7 +64,7 @@ def job(cache: Path, seed: int, pair: tuple[str, str], variants: list[dict]) -> 
         v = dict(v)
         tcfg = TrainConfig(seed=seed, **v.pop("t", {}))
         t0 = time.perf_counter()
-        model, cfg = recalibrate(base, calib, RecalConfig(**v), tcfg)
+        model, cfg = recalibrate(base, calib, RecalConfig(**v), tcfg, source=source)
         secs = time.perf_counter() - t0
         from emg_rcnn_ros.core.bundle import Bundle
         from emg_rcnn_ros.core.dataset import Normaliser

@@ -16,7 +16,8 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "autostart": ("false", "configure and activate the lifecycle nodes at start (off for hardware)"),
     "command_topic": ("", "start emg_command, publishing commands here (e.g. /forward_position_controller/commands); "
                           "empty: no commands"),
-    "command_type": ("position", "emg_command: position (Float64MultiArray) or trajectory (JointTrajectory)"),
+    "command_type": ("", "emg_command: position (Float64MultiArray) or trajectory (JointTrajectory); empty: the "
+                         "parameter file's"),
     "subject": ("subject01", "subject id for recordings (record.launch.py)"),
     "ground_truth_topic": ("emg/ground_truth", "JointState topic with measured angles (record.launch.py)"),
 }
@@ -60,8 +61,10 @@ def estimate_graph(overrides: dict[str, str] | None = None) -> tuple[list[NodeSp
         NodeSpec("emg_estimator", "emg_estimator", True, {"model_path": a["model_path"]}),
     ]
     if a["command_topic"]:
-        nodes.append(NodeSpec("emg_command", "emg_command", True,
-                              {"command_topic": a["command_topic"], "command_type": a["command_type"]}))
+        given = {"command_topic": a["command_topic"]}
+        if a["command_type"]:  # else the parameter file's
+            given["command_type"] = a["command_type"]
+        nodes.append(NodeSpec("emg_command", "emg_command", True, given))
     return nodes, a
 
 

@@ -61,7 +61,8 @@ class Rig:
     """The test's side of the device: publishes the measured joint state, records commands and
     the command node's diagnostics."""
 
-    def __init__(self, observer, measured: list[float] | None = MEASURED, commands: bool = True) -> None:
+    def __init__(self, observer, measured: list[float] | None = MEASURED, commands: bool = True,
+                 follow: bool = False) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import JointState
         from std_msgs.msg import Float64MultiArray
@@ -69,7 +70,8 @@ class Rig:
         self.lock = threading.Lock()
         self.cmds: list[tuple[float, list[float]]] = []
         self.diags: list[tuple[float, int, str]] = []
-        self.measured = measured
+        self._measured = measured
+        self.follow, self.put_at = follow, 0.0
         node = observer.node
         if commands:
             node.create_subscription(Float64MultiArray, "arm/commands", self._on_cmd, 50)
@@ -77,11 +79,24 @@ class Rig:
         pub = node.create_publisher(JointState, "/arm/joint_states", 10)
 
         def tick() -> None:
-            if self.measured is not None:  # elbow first: matched by name, not by order
-                pub.publish(JointState(name=["elbow_flexion", "wrist_flexion"],
-                                       position=[self.measured[1], self.measured[0]]))
+            at = self.measured
+            with self.lock:  # a device that follows exactly: at the last command since it was put somewhere
+                if self.follow and self.cmds and self.cmds[-1][0] > self.put_at and at is not None:
+                    at = self.cmds[-1][1]
+            if at is not None:  # elbow first: matched by name, not by order
+                pub.publish(JointState(name=["elbow_flexion", "wrist_flexion"], position=[at[1], at[0]]))
 
         node.create_timer(0.01, tick)
+
+    @property
+    def measured(self) -> list[float] | None:
+        return self._measured
+
+    @measured.setter
+    def measured(self, where: list[float] | None) -> None:
+        """The device put somewhere by hand (None: no measured state at all)."""
+        with self.lock:
+            self._measured, self.put_at = where, time.monotonic()
 
     def _on_cmd(self, m) -> None:
         with self.lock:
@@ -215,7 +230,7 @@ def test_quality_gate_stops_or_ramps_to_safe_names_the_channel_and_resumes(polic
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
-    rig = Rig(observer)
+    rig = Rig(observer, follow=True)
     safe = [0.0, 0.9]
     params = _params(tmp_path, {"quality_policy": policy, "safe_posture": safe})
     run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
@@ -284,7 +299,7 @@ def test_trajectory_commands_for_joint_trajectory_controllers(small_model: Path,
     got: list = []
     observer.node.create_subscription(JointTrajectory, "arm/commands", got.append, 50)
     run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
-                   f"params_file:={_params(tmp_path, {'command_type': 'trajectory'})}")
+                   f"params_file:={_params(tmp_path, {'command_type': 'trajectory', 'max_tracking_error': 10.0})}")
     try:
         assert wait_for(lambda: len(got) > 30, 90.0), run.text()
     finally:
@@ -325,7 +340,7 @@ def test_replay_loop_stamps_going_backwards_restart_the_ramp(small_model: Path, 
         last[:] = [m.sequence]
 
     observer.node.create_subscription(EmgFeatures, "/emg/features", on_features, qos_profile_sensor_data)
-    params = _params(tmp_path, {"command_topic": "arm/commands"})
+    params = _params(tmp_path, {"command_topic": "arm/commands", "max_tracking_error": 10.0})
     procs = [subprocess.Popen([str(executable_path(exe)), "--ros-args", "--params-file", str(params), "-p",
                                f"model_path:={small_model}"], env=ros_env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for exe in ("emg_features", "emg_estimator")]

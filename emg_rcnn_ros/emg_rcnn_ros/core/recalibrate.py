@@ -42,12 +42,15 @@ class RecalConfig:
     lr: float = 3e-4
     l2sp: float = 1e-2  # weight of the squared distance to the source weights (per weight, mean)
     batch_size: int = 64
+    rehearsal: float = 0.0  # share of each batch drawn from the source session's windows (0 = none)
 
     def validate(self) -> None:
         if self.recentre not in ("none", "channel", "band"):
             raise ConfigError(f"recentre must be none, channel or band, got '{self.recentre}'")
         if self.passes < 0 or self.lr <= 0 or self.l2sp < 0 or self.batch_size < 1:
             raise ConfigError("passes and l2sp must be >= 0, lr > 0, batch_size >= 1")
+        if not 0 <= self.rehearsal < 1:
+            raise ConfigError(f"rehearsal must be in [0, 1), got {self.rehearsal}")
         if not 0 <= self.min_steps <= self.max_steps:
             raise ConfigError(f"need 0 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
 
@@ -92,9 +95,12 @@ def adapt_batchnorm(model: torch.nn.Module, xs: np.ndarray, frames: np.ndarray, 
 
 
 def fine_tune(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.ndarray, steps: int,
-              rcfg: RecalConfig, tcfg: TrainConfig, offs: tuple[int, ...]) -> list[float]:
+              rcfg: RecalConfig, tcfg: TrainConfig, offs: tuple[int, ...], source_ends: np.ndarray | None = None
+              ) -> list[float]:
     """`steps` Adam steps on the windows ending at `ends`, pulled toward the starting weights;
-    batch-norm statistics stay as they are (a batch of one trial's windows is not the session)."""
+    batch-norm statistics stay as they are (a batch of one trial's windows is not the session).
+    With `source_ends` (windows of the source session in the same arrays), `rcfg.rehearsal` of each
+    batch comes from them, so that what the model knew is rehearsed while it adapts."""
     source = [p.detach().clone() for p in model.parameters()]
     opt = torch.optim.Adam(model.parameters(), lr=rcfg.lr)
     rng = np.random.default_rng(tcfg.seed)
@@ -103,12 +109,18 @@ def fine_tune(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.n
     for b in _bn_layers(model):
         b.eval()
     queue: list[np.ndarray] = []
+    src_queue: list[np.ndarray] = []
+    n_src = int(round(rcfg.batch_size * rcfg.rehearsal)) if source_ends is not None and len(source_ends) else 0
     losses = []
     n_weights = sum(p.numel() for p in source)
     for _ in range(steps):
         if not queue:
-            queue = _batches(len(ends), rcfg.batch_size, rng, BLOCK)
+            queue = _batches(len(ends), rcfg.batch_size - n_src, rng, BLOCK)
         batch = ends[queue.pop(0)]
+        if n_src:
+            if not src_queue:
+                src_queue = _batches(len(source_ends), n_src, rng, BLOCK)
+            batch = np.concatenate([batch, source_ends[src_queue.pop(0)]])
         group = np.arange(len(batch)) // BLOCK
         shift = None
         if tcfg.gain_jitter > 0:
@@ -126,10 +138,11 @@ def fine_tune(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.n
     return losses
 
 
-def recalibrate(bundle: Bundle, sessions: list[Session], rcfg: RecalConfig, tcfg: TrainConfig
-                ) -> tuple[torch.nn.Module | SvrModel, dict[str, Any]]:
+def recalibrate(bundle: Bundle, sessions: list[Session], rcfg: RecalConfig, tcfg: TrainConfig,
+                source: list[Session] | None = None) -> tuple[torch.nn.Module | SvrModel, dict[str, Any]]:
     """The bundle's model adapted to `sessions` (a calibration trial of the new session); returns the
-    model and the bundle configuration to save, with what was done under training.recalibration."""
+    model and the bundle configuration to save, with what was done under training.recalibration.
+    `source`: recordings the model was trained on, for rehearsal (rcfg.rehearsal)."""
     rcfg.validate()
     if isinstance(bundle.model, SvrModel):
         raise SessionError("recalibration needs a network (rcnn or cnn); the SVR baseline has no fine-tuning")
@@ -150,7 +163,13 @@ def recalibrate(bundle: Bundle, sessions: list[Session], rcfg: RecalConfig, tcfg
     steps = 0
     if rcfg.passes > 0:
         steps = int(np.clip(round(rcfg.passes * len(ends) / rcfg.batch_size), rcfg.min_steps, rcfg.max_steps))
-    losses = fine_tune(model, xs, ys, ends, steps, rcfg, tcfg, mcfg.offsets) if steps else []
+    source_ends = None
+    if source and rcfg.rehearsal > 0 and steps:  # the source windows, normalised as the model was trained
+        src = build_corpus(source, bundle.features, mcfg.span, 1, bundle.joint_names)
+        xs = np.concatenate([xs, old.features(src.feats)])
+        ys = np.concatenate([ys, old.targets(src.targets)])
+        source_ends = src.all_ends + len(corpus.feats)
+    losses = fine_tune(model, xs, ys, ends, steps, rcfg, tcfg, mcfg.offsets, source_ends) if steps else []
     shift = norm.feat_mean - old.feat_mean
     info = {"recalibration": {**dataclasses.asdict(rcfg), "steps": steps, "windows": int(len(ends)),
                               "seconds": round(corpus.seconds, 2),
