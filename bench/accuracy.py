@@ -59,11 +59,13 @@ def run_subject(subject: int, tmp: Path, calib_s: float, test_s: float) -> dict:
         out[arch] = {"train_s": round(time.perf_counter() - t, 1),
                      "within": summary(evaluate_sessions(b, [within])[0]),
                      "across": summary(evaluate_sessions(b, [later])[0])}
-    for name, refit in (("rcnn_recalibrated", True), ("rcnn_recalibrated_keep_normaliser", False)):
+    from emg_rcnn_ros.core.recalibrate import RecalConfig
+
+    for name, recentre in (("rcnn_recalibrated", RecalConfig.recentre), ("rcnn_recalibrated_keep_normaliser", "none")):
         t = time.perf_counter()
-        model, cfg = train([recal], FeatureConfig(), ModelConfig(),
-                           TrainConfig(seed=subject, refit_features=refit),
-                           init_from=load_bundle(tmp / f"s{subject}_rcnn"), progress=False)
+        model, cfg = train([recal], FeatureConfig(), ModelConfig(), TrainConfig(seed=subject),
+                           init_from=load_bundle(tmp / f"s{subject}_rcnn"), progress=False,
+                           recal=RecalConfig(recentre=recentre))
         path = save_bundle(tmp / f"s{subject}_{name}", cfg, model)
         out[name] = {"train_s": round(time.perf_counter() - t, 1),
                      "across": summary(evaluate_sessions(load_bundle(path), [later])[0])}

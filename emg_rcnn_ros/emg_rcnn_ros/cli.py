@@ -37,6 +37,10 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     eff = SessionEffects(electrode_shift=a.electrode_shift, gain_change=a.gain_change, fatigue=a.fatigue)
     cfg = SimConfig(rate=a.rate, channels=a.channels, joints=a.joints, seed=a.seed, subject_seed=a.subject,
                     mains_hz=a.mains_hz, effects=eff)
+    if a.next_day:
+        from .core.sim import next_day
+
+        cfg = next_day(cfg, a.seed)
     if a.duration <= 0:
         raise ValueError(f"--duration must be > 0, got {a.duration}")
     data = simulate_session(cfg, a.duration)
@@ -100,23 +104,23 @@ def cmd_train(a: argparse.Namespace) -> int:
     fcfg = FeatureConfig(window=a.window, hop=a.hop, bands=a.bands, mains_hz=mains)
     fcfg.validate()
     tcfg = TrainConfig(max_steps=a.max_steps, folds=a.folds, seed=a.seed, device=a.device, batch_size=a.batch_size,
-                       lr=a.lr, patience_steps=a.patience_steps, refit_features=not a.keep_normaliser,
-                       gain_jitter=a.gain_jitter, tilt_jitter=a.tilt_jitter)
+                       lr=a.lr, patience_steps=a.patience_steps, gain_jitter=a.gain_jitter, tilt_jitter=a.tilt_jitter)
     tcfg.validate()
     from .core.bundle import load_bundle, save_bundle
+    from .core.recalibrate import RecalConfig
     from .core.train import train
 
     init = load_bundle(a.init_from) if a.init_from else None
-
-    model, config = train(sessions, fcfg, mcfg, tcfg, init_from=init, progress=not a.quiet)
+    recal = RecalConfig(recentre="none" if a.keep_normaliser else RecalConfig.recentre)
+    model, config = train(sessions, fcfg, mcfg, tcfg, init_from=init, progress=not a.quiet, recal=recal)
     config["data_checks"] = found
     path = save_bundle(a.out, config, model)
     print(f"wrote model {path} ({config['arch']}, {config['training']['wall_seconds']} s)")
-    recal = config["training"].get("recalibration")
-    if recal:
-        why = recal.get("reason") or f"held-out loss ratios {recal['held_out_loss_ratio']}"
-        print(f"recalibration: feature statistics {recal['normaliser']} ({why}); "
-              f"fine-tuning {config['training']['steps_run']} steps")
+    done = config["training"].get("recalibration")
+    if done:
+        print(f"recalibration: feature means re-centred ({done['recentre']}), batch-norm statistics "
+              f"{'re-estimated' if done['adapt_bn'] else 'kept'}, fine-tuning {done['steps']} steps on "
+              f"{done['seconds']:g} s, {done['rehearsed_windows']} source windows rehearsed")
     if "validation" in config:
         print("validation (each held-out recording or block, by the fold model that did not see it):")
         print(_fmt(config["validation"]))
@@ -208,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--electrode-shift", type=float, default=0.0, help="0..1, later-session effect")
     s.add_argument("--gain-change", type=float, default=0.0, help="std of per-channel log gain")
     s.add_argument("--fatigue", type=float, default=0.0, help="0..1, lowers median frequency")
+    s.add_argument("--next-day", action="store_true",
+                   help="the same subject on another day: electrodes placed again, gains, skin and movement mix "
+                        "changed (core/sim.py NEXT_DAY; replaces the three options above)")
     s.set_defaults(fn=cmd_simulate)
 
     tr = sub.add_parser("train", help="train a model bundle from sessions")
@@ -219,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="held-out folds that choose the number of steps (1: none, train max-steps)")
     tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--device", choices=["cpu", "cuda"], default=t.device)
-    tr.add_argument("--init-from", help="fine-tune from this bundle (recalibration)")
+    tr.add_argument("--init-from", help="recalibrate this bundle to a new session from --data (one short trial "
+                                        "is enough; docs/recalibration.md); its feature and model settings stay")
     tr.add_argument("--keep-normaliser", action="store_true",
-                    help="with --init-from: keep the bundle's feature normalisation instead of re-fitting it "
-                         "(re-fitting needs two or more recordings and must win on every one held out)")
+                    help="with --init-from: keep the bundle's feature means instead of re-centring them on --data")
     tr.add_argument("--window", type=float, default=d.window, help="s")
     tr.add_argument("--hop", type=float, default=d.hop, help="s")
     tr.add_argument("--bands", type=int, default=d.bands)

@@ -61,9 +61,9 @@ def test_fine_tune_and_report(sim_dir: Path, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert cfg["training"]["init_from"] == str(tmp_path / "base")
-    # One recording: its statistics cannot be checked on another, so they are kept, and it says so.
-    assert cfg["training"]["recalibration"]["normaliser"] == "kept"
-    assert "recalibration: feature statistics kept (one recording" in r.stdout, r.stdout
+    # Re-centred on the new recording, fine-tuned, and it says so.
+    assert cfg["training"]["recalibration"]["recentre"] == "band" and cfg["training"]["steps_run"] > 0
+    assert "recalibration: feature means re-centred (band)" in r.stdout, r.stdout
     r = run_cli("evaluate", "--model", str(tmp_path / "tuned"), "--data", str(sim_dir / "b.npz"), "--report",
                 str(tmp_path / "rep"))
     assert r.returncode == 0, r.stderr

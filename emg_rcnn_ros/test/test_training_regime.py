@@ -118,30 +118,6 @@ def test_a_recording_unlike_the_others_neither_cuts_the_budget_short_nor_leaves_
         assert np.abs(after - before).max() > 0.05  # trained, not the initial network
 
 
-def test_recalibration_that_only_hurts_keeps_the_model() -> None:
-    """Fine-tuning with a learning rate that wrecks the weights at the first step makes every
-    held-out block worse, so the recalibrated model must be the old one (with whichever feature
-    normalisation suits the new data). Without the untrained candidate this fails."""
-    from pathlib import Path
-
-    from emg_rcnn_ros.core.bundle import Bundle
-
-    mcfg, fcfg = ModelConfig(), FeatureConfig()
-    model, cfg = train([_session(1, 20.0), _session(2, 20.0)], fcfg, mcfg, TrainConfig(max_steps=150, folds=2),
-                       progress=False)
-    base = Bundle(Path("base"), cfg, fcfg, mcfg, Normaliser.from_dict(cfg["normaliser"]), model)
-    new = _session(5, 20.0)
-    tuned, out = train([new], fcfg, mcfg, TrainConfig(finetune_lr=0.5, max_steps=100, patience_steps=50, folds=3),
-                       init_from=base, progress=False)
-    t = out["training"]
-    assert t["budget_steps"] == 0, t["mean_val_curve"]
-    assert t["recalibration"]["normaliser"] in ("kept", "refitted")
-    corpus = build_corpus([new], fcfg, mcfg.span, 1)
-    xs = Normaliser.from_dict(out["normaliser"]).features(corpus.feats)
-    np.testing.assert_allclose(_predict(tuned, xs, corpus.all_ends, mcfg.offsets),
-                               _predict(model, xs, corpus.all_ends, mcfg.offsets), atol=1e-6)
-
-
 def test_recalibration_keeps_each_joint_on_its_own_lstm() -> None:
     """Fine-tuning a bundle's networks must keep every joint's LSTM and head apart, as training
     did: the weights between one joint's units and another's stay exactly zero. A deep copy of the
@@ -154,49 +130,14 @@ def test_recalibration_keeps_each_joint_on_its_own_lstm() -> None:
     model, cfg = train([_session(1, 15.0)], fcfg, mcfg, TrainConfig(max_steps=10, folds=2), progress=False)
     base = Bundle(Path("base"), cfg, fcfg, replace(mcfg, members=len(model.members)),
                   Normaliser.from_dict(cfg["normaliser"]), model)
-    tuned, out = train([_session(2, 15.0)], fcfg, mcfg, TrainConfig(max_steps=20, folds=1), init_from=base,
-                       progress=False)
-    assert out["training"]["steps_run"] == 20
+    tuned, out = train([_session(2, 15.0)], fcfg, mcfg, TrainConfig(), init_from=base, progress=False)
+    assert out["training"]["steps_run"] > 0
     for member, before in zip(tuned.members, model.members):
         assert not torch.equal(member.lstm.weight_hh_l0, before.lstm.weight_hh_l0)  # fine-tuned
         hh, head, h = member.lstm.weight_hh_l0.detach(), member.head.weight.detach(), member.lstm.hidden_size // 2
         assert hh.reshape(4, 2 * h, 2 * h)[:, :h, h:].abs().max() == 0  # joint 1's units never feed joint 0's
         assert hh.reshape(4, 2 * h, 2 * h)[:, h:, :h].abs().max() == 0
         assert head[0, h:].abs().max() == 0 and head[1, :h].abs().max() == 0
-
-
-def test_recalibration_refits_feature_statistics_only_when_every_held_out_recording_agrees() -> None:
-    """Movements the model knows, with electrodes that pick up 3x the amplitude: every channel's
-    log power moves by the same amount in every recording, statistics re-fitted on one win on the
-    other, and they are used. At the amplitude the model was trained with there is nothing to
-    correct, and it keeps its own. From one recording they are never re-fitted, even at 3x: blocks
-    of one trial share its level and cannot show that it carries over (on real recordings a
-    trial's level moves with its movements, and statistics re-fitted on one trial made the next
-    ones worse)."""
-    from pathlib import Path
-
-    from emg_rcnn_ros.core.bundle import Bundle
-
-    mcfg, fcfg = ModelConfig(), FeatureConfig()
-    sessions = [_session(1, 20.0), _session(2, 20.0)]
-    model, cfg = train(sessions, fcfg, mcfg, TrainConfig(max_steps=150, folds=2), progress=False)
-    base = Bundle(Path("base"), cfg, fcfg, mcfg, Normaliser.from_dict(cfg["normaliser"]), model)
-    tcfg = TrainConfig(max_steps=50, patience_steps=25, folds=3)
-    louder = [replace(s, emg=s.emg * 3.0) for s in sessions]
-    _, out = train(louder, fcfg, mcfg, tcfg, init_from=base, progress=False)
-    recal = out["training"]["recalibration"]
-    assert recal["normaliser"] == "refitted" and len(recal["held_out_loss_ratio"]) == 2, recal
-    assert max(recal["held_out_loss_ratio"]) < 1.0, recal
-    got = Normaliser.from_dict(out["normaliser"])
-    offset = got.feat_mean - base.normaliser.feat_mean  # 2 ln 3 of log power (less where the floor counts)
-    assert abs(np.median(offset) - 2 * np.log(3.0)) < 0.05 and offset.min() > 1.0, offset
-    _, out = train(louder[:1], fcfg, mcfg, tcfg, init_from=base, progress=False)
-    recal = out["training"]["recalibration"]
-    assert recal["normaliser"] == "kept" and "one recording" in recal["reason"], recal
-    np.testing.assert_array_equal(Normaliser.from_dict(out["normaliser"]).feat_mean, base.normaliser.feat_mean)
-    _, out = train(sessions, fcfg, mcfg, tcfg, init_from=base, progress=False)
-    recal = out["training"]["recalibration"]
-    assert recal["normaliser"] == "kept", recal  # its own training data: nothing to correct
 
 
 def _rig(subject: int, trials: int, seed: int, **effects) -> list[Session]:

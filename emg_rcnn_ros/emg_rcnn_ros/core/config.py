@@ -103,13 +103,11 @@ class TrainConfig:
     ensemble: bool = True  # keep the fold models too: the bundle averages them with the final model
     batch_size: int = 128
     lr: float = 1e-3
-    finetune_lr: float = 1e-4  # recalibration (--init-from): a few seconds of data overfit at the full rate
     weight_decay: float = 1e-4
     gain_jitter: float = 0.25  # per-channel amplitude augmentation (+-25 %): electrode/skin changes
     tilt_jitter: float = 0.0  # per-channel spectral tilt augmentation (log amplitude across the band); 0 = none
     seed: int = 0
     device: str = "cpu"
-    refit_features: bool = True  # fine-tuning (--init-from): re-fit feature normalisation on the new data
     max_threads: int = 0  # 0 = torch default
 
     def validate(self) -> None:

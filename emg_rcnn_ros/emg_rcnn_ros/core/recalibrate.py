@@ -43,16 +43,34 @@ class RecalConfig:
     l2sp: float = 1e-2  # weight of the squared distance to the source weights (per weight, mean)
     batch_size: int = 64
     rehearsal: float = 0.0  # share of each batch drawn from the source session's windows (0 = none)
+    layers: str = "all"  # all | input (the convolutions and their batch norms) | first (the first of them)
 
     def validate(self) -> None:
         if self.recentre not in ("none", "channel", "band"):
             raise ConfigError(f"recentre must be none, channel or band, got '{self.recentre}'")
         if self.passes < 0 or self.lr <= 0 or self.l2sp < 0 or self.batch_size < 1:
             raise ConfigError("passes and l2sp must be >= 0, lr > 0, batch_size >= 1")
+        if self.layers not in ("all", "input", "first"):
+            raise ConfigError(f"layers must be all, input or first, got '{self.layers}'")
         if not 0 <= self.rehearsal < 1:
             raise ConfigError(f"rehearsal must be in [0, 1), got {self.rehearsal}")
         if not 0 <= self.min_steps <= self.max_steps:
             raise ConfigError(f"need 0 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+
+
+def source_sessions(bundle: Bundle) -> list[Session]:
+    """The recordings a bundle was trained on, where they are still on disk (for rehearsal); the
+    others are skipped. A recalibrated bundle names its own source's."""
+    from .sessions import load_session
+
+    t = bundle.config.get("training", {})
+    out = []
+    for p in t.get("source_training") or t.get("sessions") or []:
+        try:
+            out.append(load_session(p))
+        except (OSError, ValueError):  # moved, deleted or unreadable: rehearse the rest
+            continue
+    return out
 
 
 def recentred(old: Normaliser, feats: np.ndarray, how: str) -> Normaliser:
@@ -101,8 +119,13 @@ def fine_tune(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.n
     batch-norm statistics stay as they are (a batch of one trial's windows is not the session).
     With `source_ends` (windows of the source session in the same arrays), `rcfg.rehearsal` of each
     batch comes from them, so that what the model knew is rehearsed while it adapts."""
-    source = [p.detach().clone() for p in model.parameters()]
-    opt = torch.optim.Adam(model.parameters(), lr=rcfg.lr)
+    trained = tuned_parameters(model, rcfg.layers)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
+    source = [p.detach().clone() for p in trained]
+    opt = torch.optim.Adam(trained, lr=rcfg.lr)
     rng = np.random.default_rng(tcfg.seed)
     inv_std = None
     model.train()
@@ -129,13 +152,31 @@ def fine_tune(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.n
             shift = electrode_shift(rng, group[-1] + 1, *xs.shape[1:], tcfg.gain_jitter, 0.0) * inv_std
         out = _forward(model, xs, batch, offs, torch.device("cpu"), shift, group)
         loss = torch.nn.functional.mse_loss(out, torch.from_numpy(ys[batch]))
-        pull = sum(((p - s) ** 2).sum() for p, s in zip(model.parameters(), source)) / n_weights
+        pull = sum(((p - s) ** 2).sum() for p, s in zip(trained, source)) / n_weights
         opt.zero_grad()
         (loss + rcfg.l2sp * pull).backward()
         opt.step()
         losses.append(float(loss.detach()))
+    for p in model.parameters():
+        p.requires_grad_(True)
     model.eval()
     return losses
+
+
+def tuned_parameters(model: torch.nn.Module, layers: str) -> list[torch.nn.Parameter]:
+    """The parameters fine-tuning moves: all of them, or only the convolutional front end that
+    reads the electrodes (`input`: every convolution and batch norm; `first`: the first of each)
+    of every member, where a new electrode placement acts; the recurrence and the head, which map
+    muscle activity to angles for this person, stay."""
+    if layers == "all":
+        return list(model.parameters())
+    out: list[torch.nn.Parameter] = []
+    for member in (model.members if hasattr(model, "members") else [model]):
+        convs = [m for m in member.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d))]
+        if layers == "first":
+            convs = convs[:2] if len(convs) > 1 and isinstance(convs[1], torch.nn.BatchNorm2d) else convs[:1]
+        out.extend(p for m in convs for p in m.parameters())
+    return out
 
 
 def recalibrate(bundle: Bundle, sessions: list[Session], rcfg: RecalConfig, tcfg: TrainConfig,
@@ -173,9 +214,11 @@ def recalibrate(bundle: Bundle, sessions: list[Session], rcfg: RecalConfig, tcfg
     shift = norm.feat_mean - old.feat_mean
     info = {"recalibration": {**dataclasses.asdict(rcfg), "steps": steps, "windows": int(len(ends)),
                               "seconds": round(corpus.seconds, 2),
+                              "rehearsed_windows": int(len(source_ends)) if source_ends is not None else 0,
                               "mean_shift_per_channel": np.round(shift.mean(axis=1), 3).tolist(),
                               "first_loss": round(losses[0], 4) if losses else None,
                               "last_loss": round(float(np.mean(losses[-10:])), 4) if losses else None}}
+    src_t = bundle.config.get("training", {})
     config = copy.deepcopy(bundle.config)
     config.pop("validation", None)  # measured on the source session: not this model's
     for k in ("weights", "weights_sha256", "format"):
@@ -183,6 +226,6 @@ def recalibrate(bundle: Bundle, sessions: list[Session], rcfg: RecalConfig, tcfg
     config["normaliser"] = norm.to_dict()
     config["training"] = {"sessions": [s.source for s in sessions], "seconds": corpus.seconds,
                           "windows": int(len(ends)), "init_from": str(bundle.path),
-                          "source_training": bundle.config.get("training", {}).get("sessions"),
+                          "source_training": src_t.get("source_training") or src_t.get("sessions"),
                           "train_config": dataclasses.asdict(tcfg), "steps_run": steps, **info}
     return model.eval(), config

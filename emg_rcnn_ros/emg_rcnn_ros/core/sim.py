@@ -28,6 +28,15 @@ class SessionEffects:
     electrode_shift: float = 0.0  # 0..1: fraction of each electrode's pick-up moved to the neighbour muscle
     gain_change: float = 0.0  # std of per-channel log gain change (0.2 ~ +-20 %)
     fatigue: float = 0.0  # 0..1: median frequency drop up to ~25 %, amplitude up to +30 %
+    channel_mix: float = 0.0  # 0..1: share of each channel taken from its neighbouring electrodes
+    skin_cutoff: float = 0.0  # Hz: skin and tissue low-pass each channel near this (+-30 %); 0 = none
+
+
+# The same person on another day, electrodes placed again (docs/recalibration.md): each electrode's
+# pick-up moved 30 % toward the neighbouring muscle and mixed 25 % with its neighbours, gains changed by
+# a log-normal factor (std 0.4: about +-50 %, +-3.5 dB), and skin that low-passes each channel near
+# 250 Hz. A new seed draws the gains and the movements; simulate_next_day also changes the mix.
+NEXT_DAY = SessionEffects(electrode_shift=0.3, gain_change=0.4, channel_mix=0.25, skin_cutoff=250.0)
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,14 @@ class Simulator:
         if eff.electrode_shift > 0:
             base = (1 - eff.electrode_shift) * base + eff.electrode_shift * np.roll(base, 1, axis=1)
         gain = np.exp(rng.normal(0.0, eff.gain_change, C)) if eff.gain_change > 0 else np.ones(C)
+        if eff.channel_mix > 0 and C > 1:
+            base = (1 - eff.channel_mix) * base + 0.5 * eff.channel_mix * (np.roll(base, 1, 0) + np.roll(base, -1, 0))
         self._mix = base * gain[:, None] * anat.uniform(0.6, 1.2, C)[:, None]
+        self._skin: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        if eff.skin_cutoff > 0:
+            for _ in range(C):
+                b, a = signal.butter(1, min(eff.skin_cutoff * rng.uniform(0.7, 1.3), 0.45 * rate), fs=rate)
+                self._skin.append((b, a, np.zeros(1)))
         # Muscle spectra: band-limited noise peaking near 100 Hz; fatigue compresses it.
         squeeze = 1.0 - 0.25 * eff.fatigue
         self._amp_fatigue = 1.0 + 0.3 * eff.fatigue
@@ -173,6 +189,8 @@ class Simulator:
             muscles[:, m] = y * g
         muscles *= act * cfg.max_emg_volts * self._amp_fatigue
         emg = muscles @ self._mix.T
+        for c, (b, a, zi) in enumerate(self._skin):
+            emg[:, c], zi[:] = signal.lfilter(b, a, emg[:, c], zi=zi)
         t = (self._n + np.arange(n)) / rate
         mains = np.sin(2 * np.pi * cfg.mains_hz * t + self._mains_phase) + 0.3 * np.sin(
             2 * np.pi * 3 * cfg.mains_hz * t + 2 * self._mains_phase)
@@ -209,6 +227,13 @@ def simulate_recordings(cfg: SimConfig, durations: list[float], joint_rate: floa
             "channel_names": np.array(sim.channel_names),
         })
     return out
+
+
+def next_day(cfg: SimConfig, seed: int) -> SimConfig:
+    """The same subject (anatomy) on another day: electrodes placed again (NEXT_DAY), new movements
+    and gains (`seed`), and a different movement mix (the second joint through 60 % of its range)."""
+    mix = tuple(1.0 if j == 0 else 0.6 for j in range(cfg.joints))
+    return SimConfig(**{**cfg.__dict__, "seed": seed, "effects": NEXT_DAY, "movement_mix": mix})
 
 
 def simulate_rig_trials(subject: int, trials: int, seed: int = 0, rate: float = 1000.0, channels: int = 4,

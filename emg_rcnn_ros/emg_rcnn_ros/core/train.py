@@ -1,6 +1,6 @@
 """Training: sessions -> frames -> held-out folds choose the number of optimiser steps -> one fit on
 every window (Adam, or SVR) -> the fold models averaged with it -> bundle config with the held-out
-metrics. Recalibration (init_from) chooses its feature statistics and its fine-tuning on folds too."""
+metrics. Recalibration of an existing model (init_from) is core/recalibrate.py."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .dataset import (
 )
 from .evaluate import metrics
 from .frames import FrameLayout
-from .models import Ensemble, SvrModel, build_torch_model, members_of, predict_normalised
+from .models import Ensemble, SvrModel, build_torch_model, predict_normalised
 from .sessions import Session, SessionError, align_sessions
 
 BLOCK = 16  # consecutive windows drawn together; they share one gain augmentation
@@ -189,21 +189,18 @@ def _fit_torch(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.
 
 def _fit_folds(make: Callable[[], torch.nn.Module], xs: np.ndarray, ys: np.ndarray,
                folds: list[tuple[np.ndarray, np.ndarray]], norm: Normaliser, mcfg: ModelConfig,
-               tcfg: TrainConfig, progress: bool, lr: float, fine_tune: bool
-               ) -> tuple[list[torch.nn.Module], int, dict]:
+               tcfg: TrainConfig, progress: bool, lr: float) -> tuple[list[torch.nn.Module], int, dict]:
     """The fold models trained in lockstep, each read on its held-out part every `eval_every` steps.
     The budget is the step where the median over folds of the held-out loss, relative to each
     fold's start, is lowest; training stops `patience_steps` after it. All folds run to the same
     step, so one fold that never improves cannot cut the others' curves short, and every fold
-    model is returned at the chosen step (never untrained, unless fine-tuning did not help).
-    Fine-tuning keeps step 0 unless the chosen step is better on every held-out block."""
+    model is returned at the chosen step (never untrained)."""
     runs = [_Run(make(), xs, ys, tr, norm, mcfg, tcfg, lr) for tr, _ in folds]
     vals = [va for _, va in folds]
     loss = [[r.loss_on(v)] for r, v in zip(runs, vals)]
     steps, curve = [0], [1.0]
     start = [copy.deepcopy(r.model.state_dict()) for r in runs]
-    best = 1.0 if fine_tune else np.inf  # a new model is never kept at step 0
-    best_i, states = 0, start
+    best, best_i, states = np.inf, 0, start  # a new model is never kept at step 0
     bar = tqdm(total=tcfg.max_steps, desc=f"folds {mcfg.arch}", unit="step", disable=not progress, leave=False)
     while steps[-1] < tcfg.max_steps and steps[-1] - steps[best_i] < tcfg.patience_steps:
         n = min(tcfg.eval_every, tcfg.max_steps - steps[-1])
@@ -216,9 +213,6 @@ def _fit_folds(make: Callable[[], torch.nn.Module], xs: np.ndarray, ys: np.ndarr
         if curve[-1] < best - 1e-4:
             best, best_i, states = curve[-1], len(steps) - 1, [copy.deepcopy(r.model.state_dict()) for r in runs]
     bar.close()
-    arr = np.array(loss)
-    if fine_tune and not np.all(arr[:, best_i] < arr[:, 0]):
-        best_i, states = 0, start  # fine-tuning must help on every held-out block, or the model stays
     for r, st in zip(runs, states):
         r.model.load_state_dict(st)
     info = {"folds": [{"steps_run": steps[-1], "val_loss": [round(float(v), 4) for v in (h[0], h[best_i])]}
@@ -239,56 +233,28 @@ def _fit_normaliser(corpus: Corpus, ends: np.ndarray, offs: tuple[int, ...]) -> 
     return Normaliser.fit(corpus.feats[frames], corpus.targets[frames])
 
 
-def _recalibration_normaliser(init_from: Bundle, corpus: Corpus, new: Normaliser, offs: tuple[int, ...],
-                              refit: bool) -> tuple[Normaliser, dict[str, Any]]:
-    """The feature statistics to recalibrate with: the model's own, or re-fitted on the new data.
-    Electrode shift and skin/gain changes move each channel's log power, so re-fitted statistics
-    may suit the new session better (the joint scale stays the model's). Fitted on the whole
-    recording they always look better on it, since they remove its own offset; so each fold fits
-    them on the recordings of its training part and judges them on a held-out recording, against
-    the model's own. The model's own statistics are what it was trained with: re-fitted ones
-    replace them only when they win on every held-out recording (a majority is weak evidence).
-    From a single recording they are never re-fitted: its held-out blocks share its level, and a
-    trial's level is not the session's (it moves with the trial's mix of movements), so blocks of
-    one trial cannot show that statistics fitted on it carry over to the next trial."""
-    old = init_from.normaliser
-    if not refit or isinstance(init_from.model, SvrModel) or not corpus.folds:
-        return old, {}
-    if corpus.recordings < 2:
-        return old, {"normaliser": "kept", "reason": "one recording: statistics fitted on it cannot be checked "
-                                                     "on another (record two trials to re-fit them)"}
-    ratios, as_trained = [], old.features(corpus.feats)
-    for tr, va in corpus.folds:
-        part = _fit_normaliser(corpus, tr, offs)
-        y = old.targets(corpus.targets[va])
-        refitted = Normaliser(part.feat_mean, part.feat_std, old.target_mean, old.target_std).features(corpus.feats)
-        loss = [float(np.mean((_predict(init_from.model, x, va, offs) - y) ** 2)) for x in (as_trained, refitted)]
-        ratios.append(loss[1] / max(loss[0], 1e-12))
-    better = max(ratios) < 1.0
-    info = {"normaliser": "refitted" if better else "kept", "held_out_loss_ratio": [round(r, 4) for r in ratios]}
-    return (Normaliser(new.feat_mean, new.feat_std, old.target_mean, old.target_std) if better else old), info
-
-
 def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg: TrainConfig,
-          init_from: Bundle | None = None, progress: bool = True) -> tuple[torch.nn.Module | SvrModel, dict[str, Any]]:
-    """Train a model; returns it with the bundle configuration (not yet written)."""
+          init_from: Bundle | None = None, progress: bool = True, recal: Any = None
+          ) -> tuple[torch.nn.Module | SvrModel, dict[str, Any]]:
+    """Train a model; returns it with the bundle configuration (not yet written). With `init_from`,
+    recalibrate that model instead (core/recalibrate.py; `recal` a RecalConfig, fcfg and mcfg are the
+    bundle's): its source recordings are rehearsed where they are still on disk."""
     t0 = time.perf_counter()
+    if init_from is not None:
+        from .recalibrate import RecalConfig, recalibrate, source_sessions
+
+        model, config = recalibrate(init_from, sessions, recal or RecalConfig(), tcfg, source_sessions(init_from))
+        config["training"]["wall_seconds"] = round(time.perf_counter() - t0, 2)
+        return model, config
     torch.manual_seed(tcfg.seed)
     if tcfg.max_threads > 0:
         torch.set_num_threads(tcfg.max_threads)
     if tcfg.device == "cuda" and not torch.cuda.is_available():
         raise SessionError("--device cuda asked for, but no CUDA device is available")
-    joint_names = None
-    if init_from is not None:  # fine-tuning keeps the model's features, shapes and joints
-        fcfg, mcfg, joint_names = init_from.features, init_from.model_cfg, init_from.joint_names
-    corpus = build_corpus(sessions, fcfg, mcfg.span, tcfg.folds, joint_names)
+    corpus = build_corpus(sessions, fcfg, mcfg.span, tcfg.folds)
     C, B, J = corpus.feats.shape[1], corpus.feats.shape[2], corpus.targets.shape[1]
     every = corpus.all_ends
     norm = _fit_normaliser(corpus, every, mcfg.offsets)
-    recal: dict[str, Any] = {}
-    if init_from is not None:
-        init_from.check_stream(corpus.rate, C)
-        norm, recal = _recalibration_normaliser(init_from, corpus, norm, mcfg.offsets, tcfg.refit_features)
     xs, ys = norm.features(corpus.feats), norm.targets(corpus.targets)
     val_true, val_pred = [], []
     if mcfg.arch == "svr":
@@ -314,31 +280,23 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
             nonlocal made
             torch.manual_seed(tcfg.seed + 1000 * made)
             made += 1
-            if init_from is not None:  # the bundle's networks built again, their weights loaded
-                model = build_torch_model(dataclasses.replace(mcfg, members=len(members_of(init_from.model))), C, B, J)
-                model.load_state_dict(init_from.model.state_dict())
-                return model
             return build_torch_model(dataclasses.replace(mcfg, members=1), C, B, J)
 
-        lr = tcfg.finetune_lr if init_from is not None else tcfg.lr
+        lr = tcfg.lr
         fold_models: list[torch.nn.Module] = []
         fit_info = {}
         steps = tcfg.max_steps
         if corpus.folds:
-            fold_models, best, fit_info = _fit_folds(fresh, xs, ys, corpus.folds, norm, mcfg, tcfg, progress, lr,
-                                                     init_from is not None)
+            fold_models, best, fit_info = _fit_folds(fresh, xs, ys, corpus.folds, norm, mcfg, tcfg, progress, lr)
             for m, (_, va) in zip(fold_models, corpus.folds):
                 val_pred.append(_predict(m, xs, va, mcfg.offsets))
                 val_true.append(va)
             # Scaled to all of the data (the same number of passes over it), then one fit on everything.
             steps = round(best * len(every) / np.mean([len(t) for t, _ in corpus.folds]))
             fit_info["budget_steps"] = steps
-        if steps > 0:
-            model, fit_info["history"] = _fit_torch(fresh(), xs, ys, every, steps, norm, mcfg, tcfg, progress, lr)
-        else:  # recalibration where no fine-tuning beat the model as it was: keep it, re-normalised
-            model = fresh().eval()
+        model, fit_info["history"] = _fit_torch(fresh(), xs, ys, every, steps, norm, mcfg, tcfg, progress, lr)
         fit_info["steps_run"] = steps
-        if tcfg.ensemble and init_from is None and fold_models:
+        if tcfg.ensemble and fold_models:
             model = Ensemble([*fold_models, model]).eval()
             mcfg = dataclasses.replace(mcfg, members=len(model.members))
     config = {
@@ -348,8 +306,7 @@ def train(sessions: list[Session], fcfg: FeatureConfig, mcfg: ModelConfig, tcfg:
         "normaliser": norm.to_dict(), "versions": versions(),
         "training": {"sessions": [s.source for s in sessions], "seconds": corpus.seconds,
                      "windows": int(len(every)), "train_config": to_dict(tcfg),
-                     "init_from": str(init_from.path) if init_from else None, "wall_seconds": None, **fit_info,
-                     **({"recalibration": recal} if recal else {})},
+                     "init_from": None, "wall_seconds": None, **fit_info},
     }
     if val_true:  # every held-out window, estimated by the model of the fold that did not see it
         ends = np.concatenate(val_true)

@@ -17,7 +17,7 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 
-from ..core.sim import SimConfig
+from ..core.sim import SimConfig, next_day
 from ..drivers.base import Block, Chunker
 from ..drivers.simulated import SimulatedSource, parse_fault
 from .convert import emg_array, joint_state
@@ -42,6 +42,7 @@ class Acquisition(LifecycleNode):
             ("sim_seed", 7, "simulated: movement and noise seed"),
             ("sim_subject", 0, "simulated: anatomy seed (same subject = same value)"),
             ("sim_joints", 2, "simulated: number of joints (1-3)"),
+            ("sim_next_day", False, "simulated: the subject on another day, electrodes placed again (core/sim.py)"),
             ("mains_hz", 50.0, "simulated: mains interference frequency (Hz)"),
             ("sim_fault", "", "simulated, live: electrode fault on channel C: '' | rail:C | flat:C | off:C | mains:C"),
             ("port", "/dev/ttyUSB0", "serial port of the amplifier"),
@@ -163,6 +164,8 @@ class Acquisition(LifecycleNode):
             cfg = SimConfig(rate=float(param(self, "sample_rate")), channels=int(param(self, "channels")),
                             joints=int(param(self, "sim_joints")), seed=int(param(self, "sim_seed")),
                             subject_seed=int(param(self, "sim_subject")), mains_hz=float(param(self, "mains_hz")))
+            if bool(param(self, "sim_next_day")):
+                cfg = next_day(cfg, cfg.seed)
             src = SimulatedSource(cfg)
             src.fault = parse_fault(str(param(self, "sim_fault")), cfg.channels)
             return src

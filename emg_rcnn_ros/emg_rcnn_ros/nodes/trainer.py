@@ -3,7 +3,10 @@ per-subject models from them. The node wires three jobs, each in a module of its
 (recording.py), the guided-calibration plan (core/calibration.py) and the training job
 (nodes/training_job.py).
 
-Services (std_srvs/Trigger): ~/start_recording, ~/stop_recording, ~/calibrate, ~/train. Bags go to
+Services (std_srvs/Trigger): ~/start_recording, ~/stop_recording, ~/calibrate, ~/train,
+~/recalibrate (a new session of a known subject: one guided trial of `recalibration_seconds`,
+recorded, then `emg-rcnn train --init-from` the subject's current model into a new bundle, which is
+swapped into `swap_node`'s model_path when that is set). Bags go to
 <data_dir>/<subject>/<session>/ (mcap, or sqlite3), self-described in custom_data, including the
 amplifier's rate as estimated by the acquisition node's clock fit (`estimated_sample_rate`, from
 its diagnostics). Training runs `emg-rcnn train` as a separate process over all of the subject's
@@ -57,6 +60,12 @@ class Trainer(Node):
                                     "elbow and wrist together, freely:30"],
              "guided calibration (~/calibrate): 'prompt:seconds' per trial, each recorded as its own session"),
             ("calibration_rest", 5.0, "guided calibration: rest before each trial (s)"),
+            ("recalibration_seconds", 15.0, "~/recalibrate: length of the one calibration trial (s)"),
+            ("recalibration_prompt", "move both joints freely", "~/recalibrate: what the person is asked to do"),
+            ("recalibrate_from", "", "~/recalibrate: the model to adapt; empty: <model_dir>/<subject>"),
+            ("swap_node", "", "~/recalibrate: node whose model_path is set to the new bundle (e.g. emg_estimator); "
+                              "empty: none"),
+            ("train_nice", 10, "niceness of training jobs: the live nodes keep the CPU (0 = normal priority)"),
         ):
             declare(self, name, default, desc)
         self.recording = Recording(lambda text: self.get_logger().error(text))
@@ -76,6 +85,9 @@ class Trainer(Node):
         self.create_service(Trigger, "~/stop_recording", self._stop)
         self.create_service(Trigger, "~/train", self._train)
         self.create_service(Trigger, "~/calibrate", self._calibrate)
+        self.create_service(Trigger, "~/recalibrate", self._recalibrate)
+        self.after_plan: Path | None = None  # the recalibration trial's bag, once its plan has played out
+        self.swap_client = None
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         latched = QoSProfile(depth=10, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.prompt = self.create_publisher(String, "~/prompt", latched)
@@ -177,6 +189,9 @@ class Trainer(Node):
         return response
 
     def _guide(self) -> None:
+        if not self.plan and self.after_plan is not None:
+            bag, self.after_plan = self.after_plan, None
+            self._start_recalibration(bag)
         while self.plan and self.plan[0].at <= time.monotonic():
             step = self.plan.pop(0)
             text = step.prompt
@@ -190,6 +205,64 @@ class Trainer(Node):
             self.prompt.publish(String(data=text))
             self.get_logger().info(f"prompt: {text}")
 
+    # recalibration -------------------------------------------------------------------------
+    def _source_model(self) -> Path:
+        given = str(param(self, "recalibrate_from"))
+        return Path(given) if given else Path(str(param(self, "model_dir"))) / str(param(self, "subject"))
+
+    def _recalibrate(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """One guided trial, then recalibration of the subject's current model on it."""
+        source = self._source_model()
+        if self.recording.path is not None or self.plan or self.job.running:
+            response.success, response.message = False, "busy: recording, calibrating or training"
+            return response
+        if not (source / "config.json").is_file():
+            response.success, response.message = False, f"no model to recalibrate at {source} (train one first)"
+            return response
+        secs = float(param(self, "recalibration_seconds"))
+        if not secs > 0:
+            response.success, response.message = False, f"recalibration_seconds must be > 0, got {secs}"
+            return response
+        base = f"{str(param(self, 'session')) or time.strftime('%Y%m%d-%H%M%S')}-recal"
+        self.plan = plan([(str(param(self, "recalibration_prompt")), secs)], float(param(self, "calibration_rest")),
+                         base, time.monotonic())
+        self.plan[-1] = Step(self.plan[-1].at, "recalibration trial recorded: adapting the model", None)
+        self.after_plan = Path(str(param(self, "data_dir"))) / str(param(self, "subject")) / f"{base}-trial1"
+        response.success = True
+        response.message = f"one {secs:g} s trial, then recalibration of {source}"
+        return response
+
+    def _start_recalibration(self, bag: Path) -> None:
+        if not is_bag(bag):
+            self._report(f"recalibration failed: the trial was not recorded ({bag})")
+            return
+        source = self._source_model()
+        out = source.with_name(f"{source.name}-{bag.name.removesuffix('-trial1')}")
+        self._report(f"recalibrating {source} on {bag}")
+        self.job.start([str(bag)], out, ["--init-from", str(source)], int(param(self, "train_nice")), self._swap)
+
+    def _swap(self, bundle: Path) -> None:
+        """Hand the new bundle to the estimator (it checks the bundle against the stream first)."""
+        node = str(param(self, "swap_node"))
+        if not node:
+            return
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        name = node if node.startswith("/") else f"{self.get_namespace().rstrip('/')}/{node}"
+        if self.swap_client is None:
+            self.swap_client = self.create_client(SetParameters, f"{name}/set_parameters")
+        value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=str(bundle.resolve()))
+        future = self.swap_client.call_async(SetParameters.Request(parameters=[Parameter(name="model_path",
+                                                                                           value=value)]))
+
+        def answered(f) -> None:
+            r = f.result().results[0] if f.result() is not None else None
+            self._report(f"swapped into {name}: {bundle}" if r is not None and r.successful
+                         else f"swap into {name} refused: {r.reason if r is not None else 'no answer'}")
+
+        future.add_done_callback(answered)
+
     # training ------------------------------------------------------------------------------
     def _train(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         if self.job.running:
@@ -202,7 +275,8 @@ class Trainer(Node):
             response.success, response.message = False, f"no recorded sessions in {sdir}"
             return response
         out = Path(str(param(self, "model_dir"))) / subject
-        self.job.start(bags, out, str(param(self, "train_arch")), int(param(self, "train_max_steps")))
+        self.job.start(bags, out, ["--arch", str(param(self, "train_arch")), "--max-steps",
+                                   str(int(param(self, "train_max_steps")))], int(param(self, "train_nice")))
         response.success, response.message = True, f"training {len(bags)} session(s) into {out}"
         self.get_logger().info(response.message)
         return response
