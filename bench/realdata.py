@@ -7,8 +7,9 @@ The recordings have no licence: they are read from ../shared/realdata/ where tha
 never copied. Training runs the real `emg-rcnn train` command (defaults, `--seed`), as the kept-aside
 recordings are judged; evaluation uses the same code as `emg-rcnn evaluate`.
 - within a session: train on the first trials (ICA_1..3; YAO_441: ICA_1, 2), evaluate on ICA_4;
-- across sessions: train on every trial of session 441, evaluate on ICA_2..4 of 442 as is, then
-  after a recalibration on 442's ICA_1 alone (`--init-from`), and again.
+- across sessions, every shared pair of one person's sessions (PAIRS: 401->402 and 441->442 for each
+  person): train on every trial of the first, evaluate on ICA_2..4 of the second as is, then after a
+  recalibration on its ICA_1 alone (`--init-from`), and again.
 Printed: per-session R2 (mean over joints), the means of R2, CC and RMSE (degrees), training and
 recalibration wall time, and the lag of the estimate behind the truth (the shift that maximises
 the correlation). A PNG of estimate vs truth for the worst within-session case goes to --out."""
@@ -29,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "realdata"
 WITHIN = {"BEN_441": ([1, 2, 3], [4]), "BEN_442": ([1, 2, 3], [4]), "YAO_441": ([1, 2], [4]),
           "YAO_442": ([1, 2, 3], [4])}
-ACROSS = {"BEN": "BEN", "YAO": "YAO"}
+ACROSS = {"BEN": "BEN", "YAO": "YAO"}  # bench/realdata_variants.py: the 441 -> 442 pairs
 # Same person, electrodes placed again: (first session, later session).
 PAIRS = [("BEN_401", "BEN_402"), ("YAO_401", "YAO_402"), ("BEN_441", "BEN_442"), ("YAO_441", "YAO_442")]
 
@@ -78,7 +79,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/realdata")
     a = ap.parse_args()
     within = WITHIN if "within" in a.protocols else {}
-    across = ACROSS if "across" in a.protocols else {}
+    across = "across" in a.protocols
     if not DATA.is_dir():
         print(f"bench/realdata.py: {DATA} is not here (real recordings are not part of the repository); nothing to do")
         return 0
@@ -99,19 +100,19 @@ def main() -> int:
                                  "train_s": secs, "lag_ms": lag_ms(t, yt, yp)})
                     if arch == "rcnn" and (worst is None or m["mean"]["r2"] < worst[0]):
                         worst = (m["mean"]["r2"], f"{arch} seed {seed} {session}", t, yt, yp, m["joints"])
-                for person in across:
-                    base = Path(tmp) / f"{arch}-{seed}-{person}-441"
-                    every = sorted(str(p) for p in DATA.glob(f"raw_S2WA_{person}_441_ICA_*.npz"))
+                for src, dst in (PAIRS if across else []):
+                    base = Path(tmp) / f"{arch}-{seed}-{src}"
+                    every = sorted(str(p) for p in DATA.glob(f"raw_S2WA_{src}_ICA_*.npz"))
                     secs = cli("train", "--data", *every, "--out", str(base),
                                "--arch", arch, "--seed", str(seed), "--quiet")
-                    test = files(f"{person}_442", [2, 3, 4])
+                    test = files(dst, [2, 3, 4])
                     before, *_ = evaluate(base, test)
-                    row = {"protocol": "across", "arch": arch, "seed": seed, "case": f"{person} 441->442",
+                    row = {"protocol": "across", "arch": arch, "seed": seed, "case": f"{src}->{dst}",
                            "r2": before["mean"]["r2"], "cc": before["mean"]["cc"],
                            "rmse_deg": before["mean"]["rmse_deg"], "train_s": secs}
                     if arch != "svr":  # the SVR baseline has no fine-tuning
-                        recal = Path(tmp) / f"{arch}-{seed}-{person}-442"
-                        row["recal_s"] = cli("train", "--data", *files(f"{person}_442", [1]), "--out", str(recal),
+                        recal = Path(tmp) / f"{arch}-{seed}-{dst}"
+                        row["recal_s"] = cli("train", "--data", *files(dst, [1]), "--out", str(recal),
                                              "--arch", arch, "--seed", str(seed), "--init-from", str(base), "--quiet")
                         after, *_ = evaluate(recal, test)
                         row.update(r2_after=after["mean"]["r2"], cc_after=after["mean"]["cc"],
@@ -145,7 +146,8 @@ def report(rows: list[dict]) -> None:
                   f"  {mean([r['rmse_deg'] for r in w]):8.1f}  {mean([r['train_s'] for r in w]):7.1f}"
                   f"  {mean([r['lag_ms'] for r in w]):6.0f}")
     if any(r["protocol"] == "across" for r in rows):
-        print("\nacross sessions (441 -> 442 ICA_2..4): mean R2 before / after recalibration on 442 ICA_1")
+        print("\nacross sessions (first session -> ICA_2..4 of the later one): mean R2 before / after recalibration "
+              "on the later one's ICA_1; worst change; recalibration wall time (the whole `emg-rcnn train` process)")
         for arch in archs:
             x = [r for r in rows if r["protocol"] == "across" and r["arch"] == arch]
             parts = []
@@ -155,8 +157,13 @@ def report(rows: list[dict]) -> None:
                 parts.append(f"{c}: {mean([r['r2'] for r in rc]):.3f}" + (f" / {mean(after):.3f}" if after else ""))
             after = [r["r2_after"] for r in x if "r2_after" in r]
             recal = [r["recal_s"] for r in x if "recal_s" in r]
+            worst = float("nan")
+            if after:
+                cases = {r["case"] for r in x}
+                worst = min(mean([r["r2_after"] - r["r2"] for r in x if r["case"] == c]) for c in cases)
             print(f"{arch:6} " + "; ".join(parts) + f"; mean {mean([r['r2'] for r in x]):.3f}"
-                  + (f" / {mean(after):.3f}, recalibration {mean(recal):.1f} s" if after else ""))
+                  + (f" / {mean(after):.3f}, worst {worst:+.3f}, recalibration {mean(recal):.1f} s "
+                     f"(max {max(recal):.1f})" if after else ""))
 
 
 if __name__ == "__main__":

@@ -130,7 +130,10 @@ def test_recalibration_keeps_each_joint_on_its_own_lstm() -> None:
     model, cfg = train([_session(1, 15.0)], fcfg, mcfg, TrainConfig(max_steps=10, folds=2), progress=False)
     base = Bundle(Path("base"), cfg, fcfg, replace(mcfg, members=len(model.members)),
                   Normaliser.from_dict(cfg["normaliser"]), model)
-    tuned, out = train([_session(2, 15.0)], fcfg, mcfg, TrainConfig(), init_from=base, progress=False)
+    from emg_rcnn_ros.core.recalibrate import RecalConfig
+
+    tuned, out = train([_session(2, 15.0)], fcfg, mcfg, TrainConfig(), init_from=base, progress=False,
+                       recal=RecalConfig(layers="all"))
     assert out["training"]["steps_run"] > 0
     for member, before in zip(tuned.members, model.members):
         assert not torch.equal(member.lstm.weight_hh_l0, before.lstm.weight_hh_l0)  # fine-tuned
