@@ -1,9 +1,10 @@
 """Recalibration from one short trial (core/recalibrate.py) on the simulator's next-day preset: the
 same subject with the electrodes placed again loses accuracy, and one 15 s trial of the new day
-recovers most of it. Also: the CLI's --init-from runs it and says what it did; bad input is refused."""
+recovers much of it. Also: the CLI's --init-from runs it and says what it did; bad input is refused."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,21 +41,34 @@ def _r2(bundle, sessions: list[Session]) -> float:
     return evaluate_sessions(bundle, sessions)[0]["mean"]["r2"]
 
 
-def test_one_next_day_trial_recovers_most_of_the_loss(day1_model) -> None:
-    path, day1 = day1_model
-    base = load_bundle(path)
-    calib, test = _sessions(next_day(DAY1, seed=2), [15.0, 40.0])[0], _sessions(next_day(DAY1, seed=2), [15.0, 40.0])
-    test = test[1:]  # the same next-day session as the calibration trial, after it
-    within, before = _r2(base, [day1[2]]), _r2(base, test)
-    model, cfg = recalibrate(base, [calib], RecalConfig(), TrainConfig(seed=0), source=day1[:2])
+def test_one_next_day_trial_recovers_the_placement_loss(day1_model) -> None:
+    """The loss is measured against the same new movements with the day-one placement, so that it is
+    the placement's alone (the next day also moves the second joint less, which lowers R2 by itself).
+    With the defaults (chosen on the real pairs: only the first convolution fine-tuned) one 15 s trial
+    recovers a third of it or more; fine-tuning the whole convolutional front end recovers most of it
+    on the simulator, and was riskier on real pairs (docs/recalibration.md)."""
     from emg_rcnn_ros.core.bundle import Bundle
     from emg_rcnn_ros.core.dataset import Normaliser
+    from emg_rcnn_ros.core.sim import SessionEffects
 
-    after = _r2(Bundle(path, cfg, base.features, base.model_cfg, Normaliser.from_dict(cfg["normaliser"]), model), test)
-    print(f"within day 1 {within:.3f}, next day before {before:.3f}, after one 15 s trial {after:.3f}")
-    assert within - before > 0.1, (within, before)  # the preset does cost accuracy
-    assert after - before >= 0.5 * (within - before), (within, before, after)  # most of it recovered
-    assert cfg["training"]["recalibration"]["steps"] > 0 and cfg["training"]["init_from"] == str(path)
+    path, day1 = day1_model
+    base = load_bundle(path)
+    later = next_day(DAY1, seed=2)
+    calib, *test = _sessions(later, [15.0, 40.0])
+    same_placement = _sessions(replace(later, effects=SessionEffects()), [15.0, 40.0])[1:]
+    reference, before = _r2(base, same_placement), _r2(base, test)
+    after = {}
+    for layers in ("first", "input"):
+        model, cfg = recalibrate(base, [calib], RecalConfig(layers=layers), TrainConfig(seed=0), source=day1[:2])
+        norm = Normaliser.from_dict(cfg["normaliser"])
+        after[layers] = _r2(Bundle(path, cfg, base.features, base.model_cfg, norm, model), test)
+        assert cfg["training"]["recalibration"]["steps"] > 0 and cfg["training"]["init_from"] == str(path)
+        assert cfg["training"]["recalibration"]["rehearsed_windows"] > 0
+    print(f"day-one placement {reference:.3f}, next day before {before:.3f}, after one 15 s trial {after}")
+    loss = reference - before
+    assert loss > 0.15, (reference, before)  # the placement does cost accuracy
+    assert after["first"] - before >= loss / 3, (reference, before, after)
+    assert after["input"] - before >= loss / 2, (reference, before, after)
 
 
 def test_cli_init_from_recalibrates_and_refuses_a_mismatch(day1_model, tmp_path: Path) -> None:

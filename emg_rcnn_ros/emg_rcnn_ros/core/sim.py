@@ -33,10 +33,11 @@ class SessionEffects:
 
 
 # The same person on another day, electrodes placed again (docs/recalibration.md): each electrode's
-# pick-up moved 30 % toward the neighbouring muscle and mixed 25 % with its neighbours, gains changed by
-# a log-normal factor (std 0.4: about +-50 %, +-3.5 dB), and skin that low-passes each channel near
-# 250 Hz. A new seed draws the gains and the movements; simulate_next_day also changes the mix.
-NEXT_DAY = SessionEffects(electrode_shift=0.3, gain_change=0.4, channel_mix=0.25, skin_cutoff=250.0)
+# pick-up moved 15 % toward the neighbouring muscle and mixed 15 % with its neighbours, gains changed by
+# a log-normal factor (std 0.4: about +-50 %), and skin that low-passes each channel near 300 Hz. On
+# the recalibration test's model this costs about as much R2 (0.64 -> 0.27) as the shared real pairs
+# lose at worst. A new seed draws the gains and the movements; next_day also changes the mix.
+NEXT_DAY = SessionEffects(electrode_shift=0.15, gain_change=0.4, channel_mix=0.15, skin_cutoff=300.0)
 
 
 @dataclass(frozen=True)
