@@ -158,15 +158,14 @@ def test_device_that_follows_gets_continuous_commands_and_a_restart_resumes_with
         assert gaps.max() < 0.2 or rig.diag_since(t0, "no estimate"), gaps.max()
         # The amplifier stops for 1 s and starts again: commands stop with the reason, and resume from
         # the last command (the device followed it), not from wherever a ramp would restart.
-        n_before = len(rig.cmds)
         assert transition(observer, "/emg_acquisition", Transition.TRANSITION_DEACTIVATE)
         t_stop = time.monotonic()
         assert wait_for(lambda: rig.diag_since(t_stop, "no estimate"), 10.0), run.text()
-        time.sleep(1.0)
         n_stopped = len(rig.cmds)
+        time.sleep(1.0)
+        assert len(rig.cmds) <= n_stopped + 1  # stopped, not sent on
         assert transition(observer, "/emg_acquisition", Transition.TRANSITION_ACTIVATE)
         assert wait_for(lambda: len(rig.cmds) > n_stopped + 50, 60.0), run.text()
-        assert n_stopped - n_before < 15  # stopped within the input timeout, not sent on
         assert "commands start at the last command" in run.text(), run.text()[-3000:]
         _check_limits(rig.commands())
         assert "tracking fault" not in run.text()

@@ -38,7 +38,7 @@ class RecalConfig:
 
     recentre: str = "band"  # none | channel (one offset per channel) | band (per channel and band)
     adapt_bn: bool = False  # re-estimate batch-norm statistics on the new frames
-    passes: float = 20.0  # fine-tuning budget: passes over the trial's windows (0 = none)
+    passes: float = 10.0  # fine-tuning budget: passes over the trial's windows (0 = none)
     min_steps: int = 40
     max_steps: int = 400
     lr: float = 3e-4
