@@ -106,6 +106,8 @@ def probe(mode: str, model: Path, seconds: float, env: dict[str, str], tmp: Path
            "node_stops": diag.get("stops"), "diagnostics": diag.get("message")}
     if mode == "follow" and est:
         out["end_distance_to_estimate_rad"] = round(float(np.abs(y[-1] - np.array(est[-1])).max()), 3)
+        recent = np.array(est[-25:]).mean(axis=0)  # the last half second of estimates
+        out["end_distance_to_mean_estimate_rad"] = round(float(np.abs(y[-1] - recent).max()), 3)
     if mode == "stuck":
         fault = next((i for i, ln in enumerate(lines) if "tracking fault" in ln), None)
         out["tracking_fault"] = fault is not None
