@@ -40,7 +40,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     if a.next_day:
         from .core.sim import next_day
 
-        cfg = next_day(cfg, a.seed)
+        cfg = next_day(cfg, a.seed, a.next_day)
     if a.duration <= 0:
         raise ValueError(f"--duration must be > 0, got {a.duration}")
     data = simulate_session(cfg, a.duration)
@@ -212,9 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--electrode-shift", type=float, default=0.0, help="0..1, later-session effect")
     s.add_argument("--gain-change", type=float, default=0.0, help="std of per-channel log gain")
     s.add_argument("--fatigue", type=float, default=0.0, help="0..1, lowers median frequency")
-    s.add_argument("--next-day", action="store_true",
-                   help="the same subject on another day: electrodes placed again, gains, skin and movement mix "
-                        "changed (core/sim.py NEXT_DAY; replaces the three options above)")
+    s.add_argument("--next-day", type=float, nargs="?", const=1.0, default=0.0, metavar="STRENGTH",
+                   help="the same subject on another day: electrodes placed again (2 = twice as far), gains, skin "
+                        "and movement mix changed (core/sim.py NEXT_DAY; replaces the three options above)")
     s.set_defaults(fn=cmd_simulate)
 
     tr = sub.add_parser("train", help="train a model bundle from sessions")

@@ -179,9 +179,11 @@ def test_device_that_is_stuck_latches_a_tracking_fault_until_reset(small_model: 
     from lifecycle_msgs.msg import Transition
 
     rig = Rig(observer, measured=None)
-    device = Device(ros_env, "stuck")  # stays at MEASURED, far from where the estimates are
+    device = Device(ros_env, "stuck")  # stays at MEASURED
+    # A small threshold: the estimates of the small model may land anywhere, and the latch, not the
+    # threshold's value, is under test (the probe in bench/command_probe.py runs the defaults).
     run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
-                   f"params_file:={_params(tmp_path, {})}")
+                   f"params_file:={_params(tmp_path, {'max_tracking_error': 0.03})}")
     try:
         assert wait_for(lambda: "tracking fault" in run.text(), 90.0), run.text()
         assert wait_for(lambda: rig.diag_since(0.0, "tracking fault"), 10.0), rig.diags[-3:]
@@ -196,7 +198,7 @@ def test_device_that_is_stuck_latches_a_tracking_fault_until_reset(small_model: 
         assert len(rig.cmds) == n, "commands restarted after a latched tracking fault"
         # ~/reset clears it: commands start again at the device, and latch again.
         assert trigger(observer, "/emg_command/reset").success
-        assert wait_for(lambda: len(rig.cmds) > n, 30.0), run.text()
+        assert wait_for(lambda: len(rig.cmds) > n + 5, 30.0), run.text()
         assert np.allclose(rig.commands()[n], MEASURED)
         _check_limits(rig.commands()[n:])
     finally:
@@ -329,7 +331,7 @@ def test_replay_loop_stamps_going_backwards_restart_the_ramp(small_model: Path, 
     bag = write_session_bag(Session(d["emg"].astype(float), 2000.0, d["joint_position"], d["joint_time"],
                                     list(map(str, d["joint_names"])), list(map(str, d["channel_names"]))),
                             tmp_path / "bag", start_ns=10**12)
-    rig = Rig(observer)
+    rig = Rig(observer, follow=True)  # a device at the last command: every restart resumes from it
     loops: list[int] = []  # sequence numbers at which the feature stream went back (seen by the test)
     last: list[int] = []
 

@@ -12,7 +12,7 @@ gain change, fatigue lowering the median frequency) make later sessions differ, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import signal
@@ -230,11 +230,14 @@ def simulate_recordings(cfg: SimConfig, durations: list[float], joint_rate: floa
     return out
 
 
-def next_day(cfg: SimConfig, seed: int) -> SimConfig:
-    """The same subject (anatomy) on another day: electrodes placed again (NEXT_DAY), new movements
-    and gains (`seed`), and a different movement mix (the second joint through 60 % of its range)."""
+def next_day(cfg: SimConfig, seed: int, strength: float = 1.0) -> SimConfig:
+    """The same subject (anatomy) on another day: electrodes placed again (NEXT_DAY, their shift and
+    mixing scaled by `strength`: 2 = moved twice as far), new movements and gains (`seed`), and a
+    different movement mix (the second joint through 60 % of its range)."""
+    eff = replace(NEXT_DAY, electrode_shift=min(1.0, NEXT_DAY.electrode_shift * strength),
+                  channel_mix=min(1.0, NEXT_DAY.channel_mix * strength))
     mix = tuple(1.0 if j == 0 else 0.6 for j in range(cfg.joints))
-    return SimConfig(**{**cfg.__dict__, "seed": seed, "effects": NEXT_DAY, "movement_mix": mix})
+    return replace(cfg, seed=seed, effects=eff, movement_mix=mix)
 
 
 def simulate_rig_trials(subject: int, trials: int, seed: int = 0, rate: float = 1000.0, channels: int = 4,

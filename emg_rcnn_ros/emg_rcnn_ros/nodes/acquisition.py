@@ -42,7 +42,8 @@ class Acquisition(LifecycleNode):
             ("sim_seed", 7, "simulated: movement and noise seed"),
             ("sim_subject", 0, "simulated: anatomy seed (same subject = same value)"),
             ("sim_joints", 2, "simulated: number of joints (1-3)"),
-            ("sim_next_day", False, "simulated: the subject on another day, electrodes placed again (core/sim.py)"),
+            ("sim_next_day", 0.0, "simulated: the subject on another day, electrodes placed again (core/sim.py "
+                                  "next_day): 0 = the same day, 1 = the preset, 2 = moved twice as far"),
             ("mains_hz", 50.0, "simulated: mains interference frequency (Hz)"),
             ("sim_fault", "", "simulated, live: electrode fault on channel C: '' | rail:C | flat:C | off:C | mains:C"),
             ("port", "/dev/ttyUSB0", "serial port of the amplifier"),
@@ -164,8 +165,8 @@ class Acquisition(LifecycleNode):
             cfg = SimConfig(rate=float(param(self, "sample_rate")), channels=int(param(self, "channels")),
                             joints=int(param(self, "sim_joints")), seed=int(param(self, "sim_seed")),
                             subject_seed=int(param(self, "sim_subject")), mains_hz=float(param(self, "mains_hz")))
-            if bool(param(self, "sim_next_day")):
-                cfg = next_day(cfg, cfg.seed)
+            if float(param(self, "sim_next_day")) > 0:
+                cfg = next_day(cfg, cfg.seed, float(param(self, "sim_next_day")))
             src = SimulatedSource(cfg)
             src.fault = parse_fault(str(param(self, "sim_fault")), cfg.channels)
             return src

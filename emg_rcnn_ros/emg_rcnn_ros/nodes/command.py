@@ -50,6 +50,7 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 
 PARAMETERS: tuple[tuple[str, object, str], ...] = (
     ("command_topic", "emg/commands", "topic for commands to a position or joint trajectory controller"),
+    ("command_qos_depth", 10, "history depth of the (reliable) command publisher"),
     ("command_type", "position", "position: std_msgs/Float64MultiArray (forward_position_controller); "
                                  "trajectory: trajectory_msgs/JointTrajectory, one point per period"),
     ("estimate_topic", "emg/joint_estimates", "JointState estimates (emg_estimator)"),
@@ -102,7 +103,8 @@ class Command(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         kind = JointTrajectory if self.trajectory else Float64MultiArray
-        self.cmd_pub = self.create_lifecycle_publisher(kind, str(param(self, "command_topic")), 1)
+        self.cmd_pub = self.create_lifecycle_publisher(kind, str(param(self, "command_topic")),
+                                                       max(1, int(param(self, "command_qos_depth"))))
         self.subs = [
             self.create_subscription(JointState, str(param(self, "estimate_topic")), self._on_estimate,
                                      qos_profile_sensor_data),
