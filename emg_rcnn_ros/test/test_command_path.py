@@ -231,9 +231,12 @@ def test_quality_gate_stops_or_ramps_to_safe_names_the_channel_and_resumes(polic
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
 
-    rig = Rig(observer, follow=True)
+    # hold: a device at the last command (commands resume from it); safe: a device that stays where it
+    # is put, moved by hand during a stop (commands restart there), not tracked by this test.
+    rig = Rig(observer, follow=policy == "hold")
     safe = [0.0, 0.9]
-    params = _params(tmp_path, {"quality_policy": policy, "safe_posture": safe})
+    params = _params(tmp_path, {"quality_policy": policy, "safe_posture": safe,
+                                **({"max_tracking_error": 10.0} if policy == "safe" else {})})
     run = Launched(ros_env, "autostart:=true", f"model_path:={small_model}", "command_topic:=arm/commands",
                    f"params_file:={params}")
     client = observer.node.create_client(SetParameters, "/emg_acquisition/set_parameters")

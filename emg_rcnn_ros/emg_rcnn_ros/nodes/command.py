@@ -274,6 +274,7 @@ class Command(LifecycleNode):
             self.get_logger().warning(f"estimate stamps {'went backwards' if stamp <= self.last_stamp else 'jumped'} "
                                    f"({(stamp - self.last_stamp) * 1e-9:+.3f} s): the ramp restarts")
             self._pause()
+            self.at_safe = False  # the device may have been moved meanwhile: ramp to safe again from it
         self.last_stamp, self.last_estimate = stamp, now
         self.stops.pop("input", None)
         if not np.all(np.isfinite(target)):
@@ -380,6 +381,7 @@ class Command(LifecycleNode):
             self.get_logger().warning(f"no estimate for {silent:.3f} s: commands stopped")
         self.stops["input"] = (WARN, f"no estimate for {silent:.2f} s: commands stopped")
         self._pause()
+        self.at_safe = False  # the device may have been moved meanwhile: ramp to safe again from it
         self._report()
 
     def _report(self) -> None:
