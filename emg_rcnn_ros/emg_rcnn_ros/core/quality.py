@@ -182,22 +182,19 @@ class QualityGate:
     def reset(self) -> None:
         self.bad: np.ndarray | None = None  # consecutive flagged frames per channel
         self.good: np.ndarray | None = None  # consecutive clean frames per channel
-        self.seen: np.ndarray | None = None  # flags of the current run of flagged frames
         self.active: np.ndarray | None = None  # flags acting now, per channel
 
     def update(self, flags: np.ndarray) -> np.ndarray:
-        """The flags acting after this frame's flags (per channel; 0 = channel trusted)."""
+        """The flags acting after this frame's flags (per channel; 0 = channel trusted). A tripped
+        channel reports its newest flags (an electrode coming off reads "electrode off" before the
+        whole window is flat); through the hysteresis it keeps the last ones."""
         f = np.asarray(flags, np.uint8)
         if self.active is None or self.active.shape != f.shape:
             self.bad, self.good = np.zeros(f.shape, int), np.zeros(f.shape, int)
-            self.seen, self.active = np.zeros(f.shape, np.uint8), np.zeros(f.shape, np.uint8)
+            self.active = np.zeros(f.shape, np.uint8)
         flagged = f != 0
         self.bad = np.where(flagged, self.bad + 1, 0)
         self.good = np.where(flagged, 0, self.good + 1)
-        self.seen = np.where(flagged, self.seen | f, np.where(self.active != 0, self.seen, 0)).astype(np.uint8)
-        trips = self.bad >= self.trip
-        self.active = np.where(trips, self.active | self.seen, self.active).astype(np.uint8)
-        cleared = self.good >= self.clear
-        self.active[cleared] = 0
-        self.seen[cleared] = 0
+        self.active = np.where(self.bad >= self.trip, f, self.active).astype(np.uint8)
+        self.active[self.good >= self.clear] = 0
         return self.active.copy()
