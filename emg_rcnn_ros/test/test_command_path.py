@@ -170,8 +170,8 @@ def test_device_that_follows_gets_continuous_commands_and_a_restart_resumes_with
         _check_limits(rig.commands())
         assert "tracking fault" not in run.text()
     finally:
+        device.stop()  # first: a failing assertion below must not leave the device process running
         assert run.stop() == 0, run.text()
-        device.stop()
 
 
 def test_device_that_is_stuck_latches_a_tracking_fault_until_reset(small_model: Path, ros_env, observer,
@@ -202,8 +202,8 @@ def test_device_that_is_stuck_latches_a_tracking_fault_until_reset(small_model: 
         assert np.allclose(rig.commands()[n], MEASURED)
         _check_limits(rig.commands()[n:])
     finally:
+        device.stop()  # first: a failing assertion below must not leave the device process running
         assert run.stop() == 0, run.text()
-        device.stop()
 
 
 def test_watchdog_fires_under_use_sim_time_without_a_clock(small_model: Path, ros_env, observer,

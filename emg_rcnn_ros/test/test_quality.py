@@ -69,7 +69,7 @@ def test_tracker_assesses_the_window_that_ends_at_the_frame() -> None:
     x = _emg(2.0)
     x[1500:, 2] = 0.0  # flat from sample 1500 on
     cond = Conditioner(FeatureConfig(), RATE, x.shape[1]).process(x)
-    tr = QualityTracker(QualityConfig(), RATE, 400)
+    tr = QualityTracker(QualityConfig(mains_period=0.0), RATE, 400)  # the mains test at every frame
     for k in range(0, len(x), 20):  # 10 ms chunks
         tr.push(x[k:k + 20], cond[k:k + 20])
         end = k + 19

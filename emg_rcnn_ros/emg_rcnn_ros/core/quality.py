@@ -40,6 +40,7 @@ class QualityConfig:
     mains_volts: float = 2.5e-4  # V RMS on the lines as well: hum at the level of a moderate contraction
     mains_window: float = 0.5  # s of conditioned signal for the mains test (2 Hz resolution)
     mains_settle: float = 1.5  # s after a (re)start before the mains test: the notch's start-up transient
+    mains_period: float = 0.1  # s between mains tests (hum builds slowly; the test costs ~1 ms); 0 = every frame
     mains_hz: float = 50.0
 
 
@@ -87,6 +88,13 @@ def mains_share(conditioned: np.ndarray, rate: float, mains_hz: float) -> np.nda
         return np.where(power > 0, excess / power, 0.0)
 
 
+def mains_hum(conditioned: np.ndarray, rate: float, cfg: QualityConfig) -> np.ndarray:
+    """Per channel, whether hum that the notch leaves swamps it (see the module's MAINS)."""
+    share = mains_share(conditioned, rate, cfg.mains_hz)
+    line_rms = np.sqrt(share * np.asarray(conditioned, np.float64).var(axis=0))
+    return (share > cfg.mains_ratio) & (line_rms > cfg.mains_volts)
+
+
 def assess(window: np.ndarray, rate: float, cfg: QualityConfig, conditioned: np.ndarray | None = None) -> np.ndarray:
     """Bitmask per channel of a [samples, channels] window of raw EMG in volts; the mains test runs
     on `conditioned` (the band-passed, notched signal ending with the window) when given."""
@@ -120,9 +128,7 @@ def assess(window: np.ndarray, rate: float, cfg: QualityConfig, conditioned: np.
     tf = np.fft.rfftfreq(m, 1.0 / rate)
     rms_tail = np.sqrt(2.0 * tail[(tf >= 20.0) & (tf <= min(450.0, rate / 2))].sum(axis=0)) / m
     if conditioned is not None and cfg.mains_hz > 0:
-        share = mains_share(conditioned, rate, cfg.mains_hz)
-        line_rms = np.sqrt(share * np.asarray(conditioned, np.float64).var(axis=0))
-        flags[(share > cfg.mains_ratio) & (line_rms > cfg.mains_volts) & ~flat] |= MAINS
+        flags[mains_hum(conditioned, rate, cfg) & ~flat] |= MAINS
     # A baseline step between the window's first and last stretch (an electrode lifting). Each
     # stretch is a whole number of mains periods where the window allows, so that hum and its
     # harmonics average out of both means instead of reading as a step.
@@ -144,6 +150,8 @@ class QualityTracker:
         self.cfg, self.rate, self.window_n = cfg, rate, window_n
         self.mains_n = max(window_n, int(round(cfg.mains_window * rate)))
         self.settle_n = int(round(cfg.mains_settle * rate))
+        self.period_n = int(round(cfg.mains_period * rate))
+        self.hum: tuple[int, np.ndarray] | None = None  # (end of the stretch tested, channels with hum)
         self.buf: np.ndarray | None = None
         self.cond: np.ndarray | None = None
         self.start = 0  # stream index of buf[0] and cond[0]
@@ -162,9 +170,13 @@ class QualityTracker:
     def frame(self, end: int) -> np.ndarray:
         """Flags of the window whose last sample has stream index `end`."""
         stop = end + 1 - self.start
-        settled = end + 1 >= self.settle_n  # a notch that is still ringing in is not hum
-        return assess(self.buf[max(0, stop - self.window_n):stop], self.rate, self.cfg,
-                      self.cond[max(0, stop - self.mains_n):stop] if settled else None)
+        flags = assess(self.buf[max(0, stop - self.window_n):stop], self.rate, self.cfg)
+        if end + 1 < self.settle_n or self.cfg.mains_hz <= 0:  # a notch that is still ringing in is not hum
+            return flags
+        if self.hum is None or not 0 <= end - self.hum[0] < max(self.period_n, 1):
+            self.hum = (end, mains_hum(self.cond[max(0, stop - self.mains_n):stop], self.rate, self.cfg))
+        flags[self.hum[1] & (flags & FLAT == 0)] |= MAINS
+        return flags
 
 
 class QualityGate:

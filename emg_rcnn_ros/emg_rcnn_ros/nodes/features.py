@@ -49,6 +49,7 @@ class Features(Node):
             "mains_ratio": "signal quality: share of the notched signal's 20-450 Hz power on mains lines that "
                            "flags hum (what the notch leaves) ...",
             "mains_volts": "signal quality: ... and above this RMS on the mains lines (V)",
+            "mains_period": "signal quality: seconds between mains tests (0 = every frame)",
             "mains_window": "signal quality: seconds of notched signal the mains test reads (resolution 1/this Hz)",
         }
         qdefaults = QualityConfig()
