@@ -117,8 +117,8 @@ def adapt_batchnorm(model: torch.nn.Module, xs: np.ndarray, frames: np.ndarray, 
 def fine_tune(model: torch.nn.Module, xs: np.ndarray, ys: np.ndarray, ends: np.ndarray, steps: int,
               rcfg: RecalConfig, tcfg: TrainConfig, offs: tuple[int, ...], source_ends: np.ndarray | None = None
               ) -> list[float]:
-    """`steps` Adam steps on the windows ending at `ends`, pulled toward the starting weights;
-    batch-norm statistics stay as they are (a batch of one trial's windows is not the session).
+    """`steps` Adam steps on the windows ending at `ends` (with `rcfg.l2sp` > 0 pulled toward the
+    starting weights); batch-norm statistics stay as they are (a batch of one trial's windows is not the session).
     With `source_ends` (windows of the source session in the same arrays), `rcfg.rehearsal` of each
     batch comes from them, so that what the model knew is rehearsed while it adapts."""
     trained = tuned_parameters(model, rcfg.layers)
