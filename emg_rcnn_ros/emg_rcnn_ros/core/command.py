@@ -111,6 +111,10 @@ class TrackingMonitor:
         self.since: float | None = None  # when the error first exceeded max_error
         self.error = 0.0
 
+    def rearm(self) -> None:
+        """Commands (re)start: the device gets the whole `hold` from now (a latch stays)."""
+        self.since = None
+
     def update(self, now: float, command: np.ndarray, measured: np.ndarray) -> bool:
         """Feed the last command and the measured position at `now` (s, monotonic); True once latched."""
         if self.latched:

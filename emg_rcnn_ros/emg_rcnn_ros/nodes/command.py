@@ -320,7 +320,7 @@ class Command(LifecycleNode):
                 self.stops["measured"] = (ERROR, f"cannot start commands: {exc}")
                 return
             self.stops.pop("measured", None)
-            self.monitor.since = None  # the device gets tracking_time from this start
+            self.monitor.rearm()  # the device gets tracking_time from this start
             self.resumed += 1
             how = "the last command" if self.last_cmd is not None and np.array_equal(first, self.last_cmd) \
                 else "the measured position"
